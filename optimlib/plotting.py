@@ -1,0 +1,129 @@
+"""The book's figures: level sets with optimizer paths, and loss curves.
+
+Each helper draws on a Matplotlib ``Axes`` (a new one when none is given) and
+returns it, so a notebook can place several panels side by side and tests can
+inspect what was drawn.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from matplotlib.axes import Axes
+from torch import Tensor
+
+from optimlib.functions import Objective
+from optimlib.trajectory import Trajectory
+
+Curve = Sequence[float] | Tensor | np.ndarray
+
+
+def _as_numpy(values: Curve | Trajectory) -> np.ndarray:
+    if isinstance(values, Trajectory):
+        values = values.points
+    if isinstance(values, Tensor):
+        return values.detach().cpu().double().numpy()
+    return np.asarray(values, dtype=np.float64)
+
+
+def plot_contours(
+    objective: Objective,
+    paths: Mapping[str, Trajectory | Curve] | None = None,
+    *,
+    ax: Axes | None = None,
+    bounds: tuple[tuple[float, float], tuple[float, float]] | None = None,
+    resolution: int = 200,
+    levels: int = 20,
+    log_scale: bool = True,
+    markers: bool = True,
+) -> Axes:
+    """Draw the level sets of a two-dimensional objective and optimizer paths on them.
+
+    Args:
+        objective: the function to draw; its ``bounds`` frame the plot unless
+            ``bounds`` is given.
+        paths: label -> trajectory (or an ``(n, 2)`` array of points); each is
+            drawn as a line from a round start marker.
+        log_scale: space the contour levels geometrically, which suits
+            objectives that range over many orders of magnitude.
+        markers: mark every iterate, not just the start.
+    """
+    if objective.dim != 2:
+        raise ValueError(f"Invalid objective: contour plots need dim 2, got {objective.dim}")
+    ax = ax if ax is not None else plt.figure().add_subplot()
+    (x_low, x_high), (y_low, y_high) = bounds if bounds is not None else objective.bounds
+    xs = torch.linspace(x_low, x_high, resolution, dtype=torch.float64)
+    ys = torch.linspace(y_low, y_high, resolution, dtype=torch.float64)
+    grid_x, grid_y = torch.meshgrid(xs, ys, indexing="xy")
+    values = objective(torch.stack([grid_x, grid_y], dim=-1)).numpy()
+    if log_scale:
+        floor = objective.minimum_value
+        span = values - floor
+        positive = span[span > 0]
+        top = positive.max()
+        level_values = floor + np.geomspace(max(positive.min(), top * 1e-9), top, levels)
+    else:
+        level_values = np.linspace(values.min(), values.max(), levels)
+    ax.contour(
+        grid_x.numpy(), grid_y.numpy(), values, levels=level_values, cmap="viridis", linewidths=0.8
+    )
+    minima = objective.minima.numpy()
+    ax.plot(
+        minima[:, 0],
+        minima[:, 1],
+        linestyle="none",
+        marker="*",
+        markersize=14,
+        color="black",
+        label="minimum",
+    )
+    for label, path in (paths or {}).items():
+        points = _as_numpy(path)
+        (line,) = ax.plot(
+            points[:, 0],
+            points[:, 1],
+            marker="." if markers else None,
+            markersize=4,
+            linewidth=1.4,
+            label=label,
+        )
+        ax.plot(points[0, 0], points[0, 1], marker="o", color=line.get_color(), linestyle="none")
+    ax.set_xlim(x_low, x_high)
+    ax.set_ylim(y_low, y_high)
+    ax.set_xlabel("$x_1$")
+    ax.set_ylabel("$x_2$")
+    ax.set_aspect("equal", adjustable="box")
+    ax.legend(loc="best", fontsize="small")
+    return ax
+
+
+def plot_losses(
+    curves: Mapping[str, Trajectory | Curve],
+    *,
+    ax: Axes | None = None,
+    log_scale: bool = True,
+    subtract: float = 0.0,
+    xlabel: str = "step",
+    ylabel: str = "loss",
+) -> Axes:
+    """Draw one loss curve per label against the step number.
+
+    A trajectory contributes its ``losses``. ``subtract`` removes a known
+    optimal value first, so that a logarithmic axis shows the gap to the
+    optimum; non-finite values (a diverged run) end the curve.
+    """
+    ax = ax if ax is not None else plt.figure().add_subplot()
+    for label, curve in curves.items():
+        values = _as_numpy(curve.losses if isinstance(curve, Trajectory) else curve) - subtract
+        finite = np.isfinite(values)
+        end = len(values) if finite.all() else int(np.argmin(finite))
+        ax.plot(np.arange(end), values[:end], label=label)
+    if log_scale:
+        ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.legend(loc="best", fontsize="small")
+    return ax

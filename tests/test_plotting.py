@@ -1,0 +1,86 @@
+"""The plotting helpers draw what they are given (checked on artists, not pixels)."""
+
+from __future__ import annotations
+
+import math
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+import torch
+from matplotlib.contour import ContourSet
+
+import optimlib
+from optimlib.functions import Quadratic, Rosenbrock
+from optimlib.plotting import plot_contours, plot_losses
+
+
+def _lines_by_label(ax):
+    return {line.get_label(): line for line in ax.get_lines()}
+
+
+def test_contours_show_level_sets_minimum_and_each_path():
+    bowl = Quadratic.with_condition_number(10.0)
+    slow = optimlib.follow(bowl, lambda p: optimlib.SGD(p, lr=0.02), [1.5, 1.0], 10)
+    fast = optimlib.follow(bowl, lambda p: optimlib.SGD(p, lr=0.15), [1.5, 1.0], 10)
+    ax = plot_contours(bowl, {"lr 0.02": slow, "lr 0.15": fast})
+
+    contour_sets = [artist for artist in ax.get_children() if isinstance(artist, ContourSet)]
+    assert len(contour_sets) == 1
+    assert len(contour_sets[0].levels) == 20
+
+    lines = _lines_by_label(ax)
+    np.testing.assert_allclose(lines["lr 0.02"].get_xydata(), slow.points.numpy())
+    np.testing.assert_allclose(lines["lr 0.15"].get_xydata(), fast.points.numpy())
+    np.testing.assert_allclose(lines["minimum"].get_xydata(), [[0.0, 0.0]])
+    legend = [text.get_text() for text in ax.get_legend().get_texts()]
+    assert legend[:3] == ["minimum", "lr 0.02", "lr 0.15"]
+    assert ax.get_xlim() == bowl.bounds[0] and ax.get_ylim() == bowl.bounds[1]
+
+
+def test_contour_levels_follow_the_scale_choice():
+    rosenbrock = Rosenbrock()
+    geometric = plot_contours(rosenbrock, log_scale=True, levels=10)
+    linear = plot_contours(rosenbrock, log_scale=False, levels=10, ax=plt.figure().add_subplot())
+
+    def levels(ax):
+        (contour,) = [a for a in ax.get_children() if isinstance(a, ContourSet)]
+        return np.asarray(contour.levels)
+
+    ratios = np.diff(np.log(levels(geometric) - rosenbrock.minimum_value))
+    np.testing.assert_allclose(ratios, ratios[0])
+    np.testing.assert_allclose(np.diff(levels(linear)), np.diff(levels(linear))[0])
+
+
+def test_contours_accept_raw_point_arrays_and_custom_bounds():
+    ax = plot_contours(
+        Rosenbrock(), {"path": [[0.0, 0.0], [0.5, 0.25]]}, bounds=((-1.0, 1.0), (-0.5, 1.5))
+    )
+    np.testing.assert_allclose(_lines_by_label(ax)["path"].get_xydata(), [[0, 0], [0.5, 0.25]])
+    assert ax.get_xlim() == (-1.0, 1.0)
+
+
+def test_contours_reject_other_dimensions():
+    with pytest.raises(ValueError, match="dim 2"):
+        plot_contours(Quadratic(torch.eye(3)))
+
+
+def test_loss_curves_plot_each_curve_and_stop_at_divergence():
+    bowl = Quadratic.with_condition_number(10.0)
+    converging = optimlib.follow(bowl, lambda p: optimlib.SGD(p, lr=0.1), [1.0, 1.0], 20)
+    curves = {"converges": converging, "diverges": [1.0, 10.0, 100.0, math.inf, math.nan]}
+    ax = plot_losses(curves)
+    lines = _lines_by_label(ax)
+    np.testing.assert_allclose(lines["converges"].get_ydata(), converging.losses.numpy())
+    np.testing.assert_allclose(lines["converges"].get_xdata(), np.arange(21))
+    np.testing.assert_allclose(lines["diverges"].get_ydata(), [1.0, 10.0, 100.0])
+    assert ax.get_yscale() == "log"
+    assert (ax.get_xlabel(), ax.get_ylabel()) == ("step", "loss")
+
+
+def test_loss_curves_subtract_the_optimum_and_can_stay_linear():
+    ax = plot_losses(
+        {"run": torch.tensor([3.0, 2.5, 2.25])}, subtract=2.0, log_scale=False, xlabel="epoch"
+    )
+    np.testing.assert_allclose(_lines_by_label(ax)["run"].get_ydata(), [1.0, 0.5, 0.25])
+    assert ax.get_yscale() == "linear" and ax.get_xlabel() == "epoch"
