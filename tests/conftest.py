@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import matplotlib
@@ -11,6 +13,8 @@ import pytest
 import torch
 
 from optimlib import available_devices
+from tests.book_helpers import JUPYTER_BOOK
+from tests.chromium import Chromium, find_browser, install_with_apt
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -56,3 +60,30 @@ def device(request: pytest.FixtureRequest) -> torch.device:
 def _close_figures():
     yield
     plt.close("all")
+
+
+@pytest.fixture(scope="session")
+def built_book(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Build the whole book once, with warnings as errors; return its HTML folder."""
+    output = tmp_path_factory.mktemp("book")
+    command = [
+        *JUPYTER_BOOK, "build", str(REPO_ROOT),
+        "--path-output", str(output), "-n", "-W", "--keep-going",
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=1200)
+    log = result.stdout + result.stderr
+    warnings = [line for line in log.splitlines() if "WARNING" in line or "ERROR" in line]
+    assert result.returncode == 0 and not warnings, "\n".join(warnings) or log[-5000:]
+    return output / "_build" / "html"
+
+
+@pytest.fixture(scope="session")
+def chromium() -> Chromium:
+    """Headless Chromium, installed with apt-get when missing and possible."""
+    executable = find_browser()
+    if executable is None:
+        reason = install_with_apt()
+        executable = find_browser()
+        if executable is None:
+            pytest.skip(f"Chromium is not installed and could not be installed: {reason}")
+    return Chromium(executable)

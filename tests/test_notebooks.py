@@ -1,0 +1,91 @@
+"""The chapters are stored executed, in order, and install optimlib the right way.
+
+The notebooks themselves are re-executed and compared cell by cell by nbval
+(``--nbval`` in pyproject.toml): these tests make sure there is something for
+it to compare, and that strict mode really catches a changed number.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from tests.book_helpers import CHAPTERS, REPO_ROOT, book_config, toc_files
+
+
+def _code_cells(notebook: Path) -> list:
+    cells = nbformat.read(notebook, as_version=4).cells
+    return [cell for cell in cells if cell.cell_type == "code" and cell.source.strip()]
+
+
+def test_there_are_chapters():
+    assert CHAPTERS, "no notebooks found in chapters/"
+
+
+@pytest.mark.parametrize("notebook", CHAPTERS, ids=lambda path: path.name)
+def test_every_code_cell_was_executed_top_to_bottom_and_outputs_are_stored(notebook):
+    cells = _code_cells(notebook)
+    counts = [cell.execution_count for cell in cells]
+    unexecuted = [index for index, count in enumerate(counts) if count is None]
+    assert not unexecuted, (
+        f"{notebook.name}: code cells {unexecuted} have no stored outputs; re-execute the "
+        "notebook (see README.md, 'Changing a chapter')"
+    )
+    assert counts == list(range(1, len(cells) + 1)), (
+        f"{notebook.name}: execution counts {counts} show cells run out of order or twice; "
+        "re-execute the whole notebook in a fresh kernel"
+    )
+    assert any(cell.outputs for cell in cells), f"{notebook.name} stores no outputs at all"
+
+
+@pytest.mark.parametrize("notebook", CHAPTERS, ids=lambda path: path.name)
+def test_no_errors_are_stored(notebook):
+    for cell in _code_cells(notebook):
+        errors = [output for output in cell.outputs if output.output_type == "error"]
+        assert not errors, f"{notebook.name}: a cell stores an error: {errors[0].get('ename')}"
+
+
+@pytest.mark.parametrize("notebook", CHAPTERS, ids=lambda path: path.name)
+def test_first_cell_installs_optimlib_from_the_books_repository(notebook):
+    first = _code_cells(notebook)[0].source
+    repository = book_config()["repository"]["url"]
+    assert 'find_spec("optimlib") is None' in first
+    assert f'%pip install --quiet "optimlib @ git+{repository}"' in first, (
+        "the install line must use the repository URL of _config.yml"
+    )
+
+
+def test_every_chapter_is_in_the_table_of_contents():
+    listed = set(toc_files())
+    for notebook in CHAPTERS:
+        assert notebook.relative_to(REPO_ROOT).with_suffix("").as_posix() in listed
+
+
+def test_strict_nbval_fails_when_a_stored_number_changes(tmp_path):
+    """Change one printed number in Chapter 1's stored outputs: nbval must object."""
+    chapter = REPO_ROOT / "chapters" / "01_gradient_descent.ipynb"
+    notebook = json.loads(chapter.read_text(encoding="utf-8"))
+    changed = False
+    for cell in notebook["cells"]:
+        for output in cell.get("outputs", []):
+            text = "".join(output.get("text", ""))
+            if "after one step: theta = 76.0, b = 42.0" in text and not changed:
+                output["text"] = text.replace("theta = 76.0", "theta = 76.5")
+                changed = True
+    assert changed, "the worked example's output line was not found"
+    tampered = tmp_path / chapter.name
+    tampered.write_text(json.dumps(notebook), encoding="utf-8")
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "--nbval", "--nbval-current-env", "-p",
+         "no:cacheprovider", "-q", "-o", "addopts=", "--rootdir", str(tmp_path), str(tampered)],
+        cwd=tmp_path, capture_output=True, text=True, timeout=600,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+    )
+    assert result.returncode == 1, result.stdout[-3000:]
+    assert "76.5" in result.stdout and "1 failed" in result.stdout
