@@ -42,7 +42,10 @@ def install_with_apt() -> str:
         return "installing Chromium with apt-get needs root; install the 'chromium' package"
     for command in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "chromium"]):
         result = subprocess.run(
-            command, capture_output=True, text=True, timeout=900,
+            command,
+            capture_output=True,
+            text=True,
+            timeout=900,
             env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
         )
         if result.returncode != 0:
@@ -57,8 +60,11 @@ class Chromium:
 
     def _run(self, profile: Path, *arguments: str) -> str:
         command = [
-            self.executable, *HEADLESS_FLAGS, f"--user-data-dir={profile}",
-            f"--virtual-time-budget={self.budget_ms}", *arguments,
+            self.executable,
+            *HEADLESS_FLAGS,
+            f"--user-data-dir={profile}",
+            f"--virtual-time-budget={self.budget_ms}",
+            *arguments,
         ]
         result = subprocess.run(command, capture_output=True, text=True, timeout=180)
         if result.returncode != 0:

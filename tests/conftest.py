@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import matplotlib
@@ -22,7 +21,6 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 # tests/ipython sets the kernel's log level to ERROR, so that its start-up
 # chatter on stderr (a TCP warning on some machines) cannot fail strict nbval.
 os.environ["IPYTHONDIR"] = str(REPO_ROOT / "tests" / "ipython")
-os.environ.setdefault("MPLBACKEND", "Agg")
 matplotlib.use("Agg")
 
 DEVICES = available_devices()
@@ -67,8 +65,14 @@ def built_book(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Build the whole book once, with warnings as errors; return its HTML folder."""
     output = tmp_path_factory.mktemp("book")
     command = [
-        *JUPYTER_BOOK, "build", str(REPO_ROOT),
-        "--path-output", str(output), "-n", "-W", "--keep-going",
+        *JUPYTER_BOOK,
+        "build",
+        str(REPO_ROOT),
+        "--path-output",
+        str(output),
+        "-n",
+        "-W",
+        "--keep-going",
     ]
     result = subprocess.run(command, capture_output=True, text=True, timeout=1200)
     log = result.stdout + result.stderr

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -55,7 +54,9 @@ def test_a_broken_reference_fails_the_build(tmp_path: Path):
     (book / "index.md").write_text("# Index\n\nSee {doc}`missing-page`.\n")
     result = subprocess.run(
         [*JUPYTER_BOOK, "build", str(book), "-n", "-W", "--keep-going"],
-        capture_output=True, text=True, timeout=600,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert result.returncode != 0
     assert "missing-page" in result.stdout + result.stderr

@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import http.server
 import re
-import subprocess
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,7 +31,7 @@ def site(built_book: Path) -> Iterator[str]:
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, format, *args):  # noqa: A002 (the base class's name)
+    def log_message(self, format, *args):
         pass
 
 

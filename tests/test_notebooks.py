@@ -82,9 +82,25 @@ def test_strict_nbval_fails_when_a_stored_number_changes(tmp_path):
     tampered = tmp_path / chapter.name
     tampered.write_text(json.dumps(notebook), encoding="utf-8")
     result = subprocess.run(
-        [sys.executable, "-m", "pytest", "--nbval", "--nbval-current-env", "-p",
-         "no:cacheprovider", "-q", "-o", "addopts=", "--rootdir", str(tmp_path), str(tampered)],
-        cwd=tmp_path, capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "--nbval",
+            "--nbval-current-env",
+            "-p",
+            "no:cacheprovider",
+            "-q",
+            "-o",
+            "addopts=",
+            "--rootdir",
+            str(tmp_path),
+            str(tampered),
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
         env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
     )
     assert result.returncode == 1, result.stdout[-3000:]
