@@ -6,7 +6,7 @@ into existing training code. The package also carries the book's helpers:
 objective functions to optimize, plotting, and device selection.
 """
 
-from optimlib import functions, plotting
+from optimlib import functions, optimizer, plotting
 from optimlib.device import available_devices, default_device
 from optimlib.sgd import SGD
 from optimlib.trajectory import Trajectory, follow
@@ -21,5 +21,6 @@ __all__ = [
     "default_device",
     "follow",
     "functions",
+    "optimizer",
     "plotting",
 ]

@@ -13,36 +13,42 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+#: Device types whose foreach kernels really launch one kernel for many tensors.
+FOREACH_DEVICE_TYPES = ("cuda", "xpu", "mtia")
 
-def use_foreach(foreach: bool | None, tensors: Sequence[Tensor]) -> bool:
+
+def use_foreach(foreach: bool | None, params: Sequence[Tensor], grads: Sequence[Tensor]) -> bool:
     """Decide whether a step runs the foreach implementation.
 
     ``foreach=True`` or ``False`` is obeyed. ``None`` follows ``torch.optim``:
-    foreach when every tensor is on CUDA (where launching one kernel for many
-    tensors pays off), the for-loop otherwise. Sparse gradients always take the
-    for-loop, because the foreach kernels are dense-only.
+    foreach when every parameter is on a device with real multi-tensor kernels
+    (CUDA), the for-loop otherwise. Sparse gradients always take the for-loop,
+    because the foreach kernels are dense-only.
     """
-    if any(tensor.is_sparse for tensor in tensors):
+    if any(grad.is_sparse for grad in grads):
         return False
     if foreach is not None:
         return foreach
-    return bool(tensors) and all(tensor.device.type == "cuda" for tensor in tensors)
+    return bool(params) and all(p.device.type in FOREACH_DEVICE_TYPES for p in params)
 
 
-def group_by_device_and_dtype(
-    *tensor_lists: Sequence[Tensor],
-) -> list[tuple[list[Tensor], ...]]:
-    """Split parallel lists of tensors into buckets of one device and one dtype.
+def bucket_indices(tensors: Sequence[Tensor]) -> list[list[int]]:
+    """Positions of ``tensors`` split into buckets of one device and one dtype.
 
     ``torch._foreach_*`` kernels need every tensor of a call on one device with
-    one dtype; the i-th tensors of all lists always land in the same bucket,
-    keyed by the first list's tensor.
+    one dtype; parallel lists (parameters, gradients, state) are indexed with
+    the same positions so that they stay aligned.
     """
-    buckets: dict[tuple[torch.device, torch.dtype], tuple[list[Tensor], ...]] = defaultdict(
-        lambda: tuple([] for _ in tensor_lists)
-    )
-    for row in zip(*tensor_lists, strict=True):
-        key = (row[0].device, row[0].dtype)
-        for bucket, tensor in zip(buckets[key], row, strict=True):
-            bucket.append(tensor)
+    buckets: dict[tuple[torch.device, torch.dtype], list[int]] = defaultdict(list)
+    for index, tensor in enumerate(tensors):
+        buckets[(tensor.device, tensor.dtype)].append(index)
     return list(buckets.values())
+
+
+def pick(tensors: Sequence[Tensor], indices: Sequence[int]) -> list[Tensor]:
+    return [tensors[index] for index in indices]
+
+
+def to_scalar(value: float | Tensor) -> float:
+    """A hyperparameter given as a one-element tensor, as a Python number."""
+    return value.item() if isinstance(value, Tensor) else value

@@ -7,30 +7,81 @@ allowed, so that a user reading the error knows what to change.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import torch
 
 
-def check_non_negative(name: str, value: float | torch.Tensor) -> None:
-    """Raise ``ValueError`` unless ``value`` is a finite number >= 0."""
+def _as_number(name: str, value: Any) -> float:
     if isinstance(value, torch.Tensor):
         if value.numel() != 1:
-            raise ValueError(f"Invalid {name}: a tensor {name} must have one element")
-        number = value.item()
-    elif isinstance(value, (int, float)) and not isinstance(value, bool):
-        number = float(value)
-    else:
-        raise TypeError(f"Invalid {name}: expected a number, got {type(value).__name__}")
-    if math.isnan(number) or number < 0 or math.isinf(number):
-        raise ValueError(f"Invalid {name}: {value} (must be a finite number >= 0)")
+            raise ValueError(f"Invalid {name}: a tensor {name} must have exactly one element")
+        return float(value.item())
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    raise TypeError(f"Invalid {name}: expected a number, got {type(value).__name__}")
 
 
-def check_foreach(value: bool | None) -> None:
+def check_range(
+    name: str,
+    value: Any,
+    low: float = -math.inf,
+    high: float = math.inf,
+    *,
+    low_inclusive: bool = True,
+    high_inclusive: bool = True,
+) -> None:
+    """Raise unless ``value`` is a number in the given interval.
+
+    The message reads like ``Invalid momentum: -0.5 (must be in [0, inf))``.
+    """
+    number = _as_number(name, value)
+    above = number >= low if low_inclusive else number > low
+    below = number <= high if high_inclusive else number < high
+    if math.isnan(number) or not (above and below):
+        interval = (
+            f"{'[' if low_inclusive else '('}{_show(low)}, {_show(high)}"
+            f"{']' if high_inclusive else ')'}"
+        )
+        raise ValueError(f"Invalid {name}: {value} (must be in {interval})")
+
+
+def _show(bound: float) -> str:
+    if math.isinf(bound):
+        return "inf" if bound > 0 else "-inf"
+    return f"{bound:g}"
+
+
+def check_non_negative(name: str, value: Any) -> None:
+    """Raise unless ``value`` is a finite number >= 0."""
+    check_range(name, value, 0.0, math.inf, high_inclusive=False)
+
+
+def check_bool(name: str, value: Any) -> None:
+    if not isinstance(value, bool):
+        raise TypeError(f"Invalid {name}: {value!r} (must be True or False)")
+
+
+def check_foreach(value: Any) -> None:
     """``foreach`` is ``None`` (choose automatically), ``True`` or ``False``."""
     if value is not None and not isinstance(value, bool):
         raise TypeError(f"Invalid foreach: {value!r} (must be None, True or False)")
+
+
+#: Options of ``torch.optim`` that optimlib accepts only at their "off" value.
+UNIMPLEMENTED_OPTIONS = {"fused": (None, False), "differentiable": (False,), "capturable": (False,)}
+
+
+def check_implemented(optimizer_name: str, options: Mapping[str, Any]) -> None:
+    """Refuse, rather than ignore, a ``torch.optim`` option optimlib does not implement."""
+    for option, allowed in UNIMPLEMENTED_OPTIONS.items():
+        if option in options and options[option] not in allowed:
+            raise NotImplementedError(
+                f"optimlib.{optimizer_name} does not implement {option}={options[option]!r} "
+                f"(allowed: {', '.join(map(repr, allowed))}); use foreach=True for the fast "
+                f"path, or torch.optim.{optimizer_name} for {option}"
+            )
 
 
 def check_params(params: Any) -> list[Any]:

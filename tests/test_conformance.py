@@ -1,0 +1,397 @@
+"""Generic tests that every optimlib optimizer passes, driven by optimizer_cases.py.
+
+The oracle is ``torch.optim``: an optimlib optimizer and its twin run the same
+scenario from the same starting point, in float64, and must agree on every
+parameter and every state tensor.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+from typing import Any
+
+import pytest
+import torch
+from torch import Tensor
+
+from tests.optimizer_cases import OPTIMIZERS, OptimizerInfo, all_configs, one_config_each
+
+STEPS = 60
+
+# ---------------------------------------------------------------- the scenario
+
+
+class Scenario:
+    """Parameters of awkward shapes in two groups, and a run with missing gradients.
+
+    - a 0-d tensor and a non-contiguous one among the parameters;
+    - parameter 1 has no gradient on every fourth step (``grad = None``);
+    - parameter 2 is frozen from step 30 on (``requires_grad_(False)``);
+    - the second group overrides some options (``OptimizerInfo.group_overrides``).
+    """
+
+    SHAPES = ((5, 3), (7,), (), (2, 3, 4))
+
+    def __init__(self, device: torch.device, dtype: torch.dtype = torch.float64, seed: int = 0):
+        generator = torch.Generator().manual_seed(seed)
+
+        def draw(shape):
+            return torch.randn(shape, generator=generator, dtype=dtype)
+
+        tensors = [draw(shape) for shape in self.SHAPES]
+        tensors.append(draw((6, 4)).t())  # a non-contiguous view
+        self.params = [t.to(device).detach().requires_grad_() for t in tensors]
+        assert not self.params[-1].is_contiguous()
+        self.targets = [draw(tuple(p.shape)).to(device) for p in self.params]
+
+    def groups(self, info: OptimizerInfo) -> list[dict[str, Any]]:
+        return [
+            {"params": self.params[:3]},
+            {"params": self.params[3:], **info.group_overrides},
+        ]
+
+    def loss(self) -> Tensor:
+        terms = [
+            ((p - y) ** 2).sum() + torch.sin(3 * p).sum()
+            for p, y in zip(self.params, self.targets, strict=True)
+            if p.requires_grad
+        ]
+        return torch.stack(terms).sum()
+
+    def compute_gradients(self, step: int) -> Tensor:
+        if step == 30:
+            self.params[2].requires_grad_(False)
+        for p in self.params:
+            p.grad = None
+        loss = self.loss()
+        loss.backward()
+        if step % 4 == 3:
+            self.params[1].grad = None
+        return loss.detach()
+
+    def run(self, optimizer: torch.optim.Optimizer, steps: range, scheduler=None) -> None:
+        for step in steps:
+            self.compute_gradients(step)
+            optimizer.step()
+            if scheduler is not None:
+                scheduler.step()
+
+    def copy_values_from(self, other: Scenario) -> None:
+        with torch.no_grad():
+            for mine, theirs in zip(self.params, other.params, strict=True):
+                mine.copy_(theirs)
+                mine.requires_grad_(theirs.requires_grad)
+
+
+def make(info: OptimizerInfo, cls: type, scenario: Scenario, config: dict[str, Any], **extra):
+    # Schedulers update a tensor lr in place: every optimizer gets its own copy.
+    options = {
+        key: value.clone() if isinstance(value, Tensor) else value
+        for key, value in {**config, **extra}.items()
+    }
+    return cls(scenario.groups(info), **options)
+
+
+def assert_same_run(info, first: Scenario, second: Scenario, opt_a, opt_b) -> None:
+    """Parameters, state tensors and group options all agree."""
+    for a, b in zip(first.params, second.params, strict=True):
+        torch.testing.assert_close(a.detach(), b.detach(), rtol=info.rtol, atol=info.atol)
+    state_a, state_b = opt_a.state_dict(), opt_b.state_dict()
+    assert state_a["state"].keys() == state_b["state"].keys()
+    for index, per_param in state_a["state"].items():
+        assert per_param.keys() == state_b["state"][index].keys(), f"state keys of param {index}"
+        for key, value in per_param.items():
+            other = state_b["state"][index][key]
+            if isinstance(value, Tensor):
+                torch.testing.assert_close(
+                    value,
+                    other,
+                    rtol=info.rtol,
+                    atol=info.atol,
+                    msg=lambda m, k=key, i=index: f"state[{i}][{k}]: {m}",
+                )
+            else:
+                assert value == other, f"state[{index}][{key}]"
+    for group_a, group_b in zip(state_a["param_groups"], state_b["param_groups"], strict=True):
+        assert group_a.keys() == group_b.keys(), "param_group keys differ from torch.optim's"
+
+
+# ------------------------------------------------------------------- parity
+
+
+@pytest.mark.parametrize("foreach", [False, True], ids=["for-loop", "foreach"])
+@pytest.mark.parametrize(("info", "config"), all_configs())
+def test_matches_torch_optim_over_many_steps(info, config, foreach, device):
+    ours, theirs = Scenario(device), Scenario(device)
+    opt_ours = make(info, info.ours, ours, config, foreach=foreach)
+    opt_theirs = make(info, info.theirs, theirs, config, foreach=foreach)
+    ours.run(opt_ours, range(STEPS))
+    theirs.run(opt_theirs, range(STEPS))
+    assert_same_run(info, ours, theirs, opt_ours, opt_theirs)
+
+
+@pytest.mark.parametrize(("info", "config"), all_configs())
+def test_foreach_equals_for_loop(info, config, device):
+    loop, multi = Scenario(device), Scenario(device)
+    opt_loop = make(info, info.ours, loop, config, foreach=False)
+    opt_multi = make(info, info.ours, multi, config, foreach=True)
+    loop.run(opt_loop, range(STEPS))
+    multi.run(opt_multi, range(STEPS))
+    assert_same_run(info, loop, multi, opt_loop, opt_multi)
+
+
+@pytest.mark.parametrize(("info", "config"), all_configs())
+def test_default_options_and_group_keys_match_torch(info, config):
+    scenario = Scenario(torch.device("cpu"))
+    ours = make(info, info.ours, scenario, config)
+    theirs = make(info, info.theirs, scenario, config)
+    for group_ours, group_theirs in zip(ours.param_groups, theirs.param_groups, strict=True):
+        assert group_ours.keys() == group_theirs.keys()
+        for key in group_ours:
+            if key != "params":
+                assert group_ours[key] == group_theirs[key], key
+    assert ours.defaults == theirs.defaults
+
+
+# ----------------------------------------------------------- state and copies
+
+
+@pytest.mark.parametrize("direction", ["ours->torch", "torch->ours", "ours->ours"])
+@pytest.mark.parametrize(("info", "config"), all_configs())
+def test_state_dict_loads_both_ways_and_continues_identically(info, config, direction):
+    source_cls, target_cls = {
+        "ours->torch": (info.ours, info.theirs),
+        "torch->ours": (info.theirs, info.ours),
+        "ours->ours": (info.ours, info.ours),
+    }[direction]
+    device = torch.device("cpu")
+    uninterrupted = Scenario(device)
+    optimizer = make(info, source_cls, uninterrupted, config)
+    uninterrupted.run(optimizer, range(STEPS // 2))
+
+    resumed = Scenario(device)
+    resumed.copy_values_from(uninterrupted)
+    restored = make(info, target_cls, resumed, config)
+    restored.load_state_dict(copy.deepcopy(optimizer.state_dict()))
+
+    uninterrupted.run(optimizer, range(STEPS // 2, STEPS))
+    resumed.run(restored, range(STEPS // 2, STEPS))
+    assert_same_run(info, uninterrupted, resumed, optimizer, restored)
+
+
+@pytest.mark.parametrize(("info", "config"), all_configs())
+def test_checkpoint_survives_torch_save_and_weights_only_load(info, config):
+    device = torch.device("cpu")
+    uninterrupted = Scenario(device)
+    optimizer = make(info, info.ours, uninterrupted, config)
+    uninterrupted.run(optimizer, range(STEPS // 2))
+    buffer = io.BytesIO()
+    torch.save(
+        {"params": [p.detach() for p in uninterrupted.params], "optimizer": optimizer.state_dict()},
+        buffer,
+    )
+    buffer.seek(0)
+    checkpoint = torch.load(buffer, weights_only=True)
+
+    resumed = Scenario(device)
+    with torch.no_grad():
+        for param, saved in zip(resumed.params, checkpoint["params"], strict=True):
+            param.copy_(saved)
+    resumed.params[2].requires_grad_(uninterrupted.params[2].requires_grad)
+    restored = make(info, info.ours, resumed, config)
+    restored.load_state_dict(checkpoint["optimizer"])
+    uninterrupted.run(optimizer, range(STEPS // 2, STEPS))
+    resumed.run(restored, range(STEPS // 2, STEPS))
+    assert_same_run(info, uninterrupted, resumed, optimizer, restored)
+
+
+@pytest.mark.parametrize(("info", "config"), all_configs())
+def test_deepcopy_is_an_independent_equal_optimizer(info, config):
+    original = Scenario(torch.device("cpu"))
+    optimizer = make(info, info.ours, original, config)
+    original.run(optimizer, range(10))
+    clone = copy.deepcopy(optimizer)
+    twin = Scenario(torch.device("cpu"))
+    twin.params = [p for group in clone.param_groups for p in group["params"]]
+    assert all(a is not b for a, b in zip(original.params, twin.params, strict=True))
+    original.run(optimizer, range(10, 20))
+    twin.run(clone, range(10, 20))
+    assert_same_run(info, original, twin, optimizer, clone)
+
+
+# ------------------------------------------------------------------ the API
+
+
+@pytest.mark.parametrize("info", OPTIMIZERS, ids=lambda info: info.name)
+def test_zero_grad_sets_to_none_or_zero(info, device):
+    scenario = Scenario(device)
+    optimizer = make(info, info.ours, scenario, info.configs[0])
+    scenario.compute_gradients(0)
+    optimizer.zero_grad(set_to_none=False)
+    assert all(torch.count_nonzero(p.grad) == 0 for p in scenario.params if p.grad is not None)
+    optimizer.zero_grad()
+    assert all(p.grad is None for p in scenario.params)
+
+
+@pytest.mark.parametrize(("info", "config"), all_configs())
+def test_step_calls_the_closure_once_and_returns_its_loss(info, config, device):
+    scenario = Scenario(device)
+    optimizer = make(info, info.ours, scenario, config)
+    calls = []
+
+    def closure() -> Tensor:
+        calls.append(torch.is_grad_enabled())
+        return scenario.compute_gradients(0)
+
+    with torch.no_grad():
+        expected = scenario.loss()  # at the parameters before the step
+        # Under no_grad on purpose: the optimizer must enable gradients for the closure.
+        loss = optimizer.step(closure)
+    assert calls == [True]
+    torch.testing.assert_close(loss, expected, rtol=0, atol=0)
+    assert not torch.equal(scenario.loss().detach(), expected), "the step changed nothing"
+
+
+@pytest.mark.parametrize(("info", "config"), all_configs())
+def test_update_is_in_place_and_builds_no_graph(info, config, device):
+    scenario = Scenario(device)
+    optimizer = make(info, info.ours, scenario, config)
+    pointers = [p.data_ptr() for p in scenario.params]
+    scenario.run(optimizer, range(3))
+    assert [p.data_ptr() for p in scenario.params] == pointers
+    assert all(p.is_leaf and p.grad_fn is None for p in scenario.params)
+    for per_param in optimizer.state.values():
+        for value in per_param.values():
+            if isinstance(value, Tensor):
+                assert not value.requires_grad and value.device.type == device.type
+
+
+@pytest.mark.parametrize(("info", "config"), all_configs())
+def test_state_keeps_the_parameters_dtype_and_device(info, config, device):
+    scenario = Scenario(device, dtype=torch.float32)
+    optimizer = make(info, info.ours, scenario, config)
+    scenario.run(optimizer, range(3))
+    for param in scenario.params:
+        assert param.dtype == torch.float32
+        for value in optimizer.state[param].values():
+            if isinstance(value, Tensor) and value.ndim > 0:
+                assert value.dtype == param.dtype and value.device == param.device
+
+
+@pytest.mark.parametrize(("info", "config"), all_configs())
+def test_works_under_a_torch_lr_scheduler(info, config):
+    runs = []
+    for cls in (info.ours, info.theirs):
+        scenario = Scenario(torch.device("cpu"))
+        optimizer = make(info, cls, scenario, config)
+        scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=7, gamma=0.5)
+        scenario.run(optimizer, range(STEPS), scheduler=scheduler)
+        runs.append((scenario, optimizer, scheduler.get_last_lr()))
+    (ours, opt_ours, lrs_ours), (theirs, opt_theirs, lrs_theirs) = runs
+    assert lrs_ours == pytest.approx([float(lr) for lr in lrs_theirs])
+    assert_same_run(info, ours, theirs, opt_ours, opt_theirs)
+
+
+@pytest.mark.parametrize(("info", "config"), all_configs())
+def test_works_with_grad_scaler_including_skipped_steps(info, config, device):
+    runs = []
+    for cls in (info.ours, info.theirs):
+        scenario = Scenario(device, dtype=torch.float32)
+        optimizer = make(info, cls, scenario, config)
+        scaler = torch.amp.GradScaler(device.type, init_scale=2.0**12, growth_interval=5)
+        for step in range(20):
+            optimizer.zero_grad()
+            scaler.scale(scenario.loss()).backward()
+            if step == 7:  # an overflow: the scaler must skip this step
+                scenario.params[0].grad[0, 0] = float("inf")
+            scaler.step(optimizer)
+            scaler.update()
+        runs.append((scenario, optimizer, scaler.get_scale()))
+    (ours, opt_ours, scale_ours), (theirs, opt_theirs, scale_theirs) = runs
+    assert scale_ours == scale_theirs
+    float32 = OptimizerInfo(info.ours, info.theirs, (), rtol=1e-6, atol=1e-6)
+    assert_same_run(float32, ours, theirs, opt_ours, opt_theirs)
+
+
+@pytest.mark.parametrize(("info", "config"), one_config_each())
+def test_compiled_step_gives_the_same_result(info, config):
+    torch._dynamo.reset()
+    eager, compiled = Scenario(torch.device("cpu")), Scenario(torch.device("cpu"))
+    opt_eager = make(info, info.ours, eager, config, foreach=True)
+    opt_compiled = make(info, info.ours, compiled, config, foreach=True)
+    compiled_step = torch.compile(opt_compiled.step, fullgraph=True)
+    for step in range(4):
+        eager.compute_gradients(step)
+        opt_eager.step()
+        compiled.compute_gradients(step)
+        compiled_step()
+    assert_same_run(info, eager, compiled, opt_eager, opt_compiled)
+
+
+@pytest.mark.parametrize(
+    "info", [i for i in OPTIMIZERS if i.supports_sparse], ids=lambda info: info.name
+)
+def test_sparse_gradients_match_torch(info):
+    def run(cls) -> Tensor:
+        embedding = torch.nn.Embedding(10, 3, sparse=True, dtype=torch.float64)
+        torch.nn.init.constant_(embedding.weight, 1.0)
+        optimizer = cls(embedding.parameters(), **info.configs[-1])
+        for indices in ([1, 2], [2, 5, 5], [7]):
+            optimizer.zero_grad()
+            embedding(torch.tensor(indices)).pow(2).sum().backward()
+            optimizer.step()
+        return embedding.weight.detach()
+
+    torch.testing.assert_close(run(info.ours), run(info.theirs), rtol=0, atol=0)
+
+
+# --------------------------------------------------------------- bad input
+
+
+def _bad_argument_params() -> list:
+    return [
+        pytest.param(info, kwargs, error, pattern, id=f"{info.name}-{index}")
+        for info in OPTIMIZERS
+        for index, (kwargs, error, pattern) in enumerate(info.bad_arguments)
+    ]
+
+
+@pytest.mark.parametrize(("info", "kwargs", "error", "pattern"), _bad_argument_params())
+def test_bad_arguments_raise_a_clear_error(info, kwargs, error, pattern):
+    weight = torch.ones(3, requires_grad=True)
+    with pytest.raises(error, match=pattern):
+        info.ours([weight], **kwargs)
+
+
+@pytest.mark.parametrize("info", OPTIMIZERS, ids=lambda info: info.name)
+@pytest.mark.parametrize(
+    ("params", "error", "pattern"),
+    [
+        ([torch.zeros(1), 3.0], TypeError, r"element 1 of params is a float"),
+        ([{"params": [torch.zeros(1), "w"]}], TypeError, r"element 1 of parameter group 0"),
+        (torch.zeros(2), TypeError, r"single Tensor"),
+        ([], ValueError, r"empty parameter list"),
+        (5, TypeError, r"Invalid params"),
+        ([{"lr": 0.1}], ValueError, r"no 'params' key"),
+    ],
+)
+def test_bad_params_raise_naming_the_argument(info, params, error, pattern):
+    with pytest.raises(error, match=pattern):
+        info.ours(params, **info.configs[0])
+
+
+@pytest.mark.parametrize("info", OPTIMIZERS, ids=lambda info: info.name)
+def test_unimplemented_torch_options_are_refused_not_ignored(info):
+    weight = torch.ones(3, requires_grad=True)
+    for option in info.unimplemented:
+        with pytest.raises(NotImplementedError, match=rf"does not implement {option}=True"):
+            info.ours([weight], **{**info.configs[0], option: True})
+    # ... also when a loaded state dict switches one on.
+    optimizer = info.ours([weight], **info.configs[0])
+    optimizer.param_groups[0][info.unimplemented[0]] = True
+    weight.grad = torch.ones(3)
+    before = weight.detach().clone()
+    with pytest.raises(NotImplementedError):
+        optimizer.step()
+    torch.testing.assert_close(weight.detach(), before)
