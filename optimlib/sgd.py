@@ -155,9 +155,9 @@ def sgd_foreach(
 ) -> None:
     """The same update as :func:`sgd_for_loop`, a few kernels per device and dtype."""
     for indices in bucket_indices(params):
-        bucket_params = pick(params, indices)
+        bucket_params, bucket_grads = pick(params, indices), pick(grads, indices)
         directions = foreach_descent_direction(
-            bucket_params, pick(grads, indices), weight_decay=weight_decay, maximize=maximize
+            bucket_params, bucket_grads, weight_decay=weight_decay, maximize=maximize
         )
         if momentum != 0:
             buffers = [momentum_buffers[i] for i in indices]
@@ -174,7 +174,10 @@ def sgd_foreach(
                         buffers[position].mul_(momentum).add_(
                             directions[position], alpha=1 - dampening
                         )
-            if nesterov:
+            if nesterov and directions is not bucket_grads:
+                # Already a copy (weight decay or maximize made it): update it in place.
+                torch._foreach_add_(directions, buffers, alpha=momentum)
+            elif nesterov:
                 directions = torch._foreach_add(directions, buffers, alpha=momentum)
             else:
                 directions = buffers
