@@ -95,6 +95,11 @@ def check_params(params: Any) -> list[Any]:
             "Invalid params: expected an iterable of tensors or of parameter-group "
             "dicts, got a single Tensor (wrap it in a list: [tensor])"
         )
+    if isinstance(params, (set, frozenset)):
+        raise TypeError(
+            "Invalid params: got a set, whose order changes between runs; pass a list so "
+            "that checkpoints load back in order"
+        )
     if isinstance(params, dict) or not isinstance(params, Iterable):
         raise TypeError(
             "Invalid params: expected an iterable of tensors or of parameter-group "
@@ -103,12 +108,20 @@ def check_params(params: Any) -> list[Any]:
     params = list(params)
     if not params:
         raise ValueError("Invalid params: the optimizer got an empty parameter list")
+    checked = []
     for index, entry in enumerate(params):
         if isinstance(entry, dict):
             if "params" not in entry:
                 raise ValueError(f"Invalid params: parameter group {index} has no 'params' key")
             tensors = entry["params"]
+            if isinstance(tensors, (set, frozenset)):
+                raise TypeError(
+                    f"Invalid params: parameter group {index} holds a set, whose order changes "
+                    "between runs; pass a list so that checkpoints load back in order"
+                )
+            # Materialise once: a generator such as model.parameters() can only be read once.
             tensors = [tensors] if isinstance(tensors, torch.Tensor) else list(tensors)
+            entry = {**entry, "params": tensors}
             located = [
                 (f"element {position} of parameter group {index}", tensor)
                 for position, tensor in enumerate(tensors)
@@ -122,4 +135,5 @@ def check_params(params: Any) -> list[Any]:
                     "can only update torch.Tensor objects (pass model.parameters() or a list "
                     "of tensors)"
                 )
-    return params
+        checked.append(entry)
+    return checked

@@ -382,6 +382,28 @@ def test_bad_params_raise_naming_the_argument(info, params, error, pattern):
 
 
 @pytest.mark.parametrize("info", OPTIMIZERS, ids=lambda info: info.name)
+def test_generators_are_read_once_and_kept_whole(info):
+    """model.parameters() is a generator, alone or inside a group dict."""
+    base, head = torch.nn.Linear(3, 4), torch.nn.Linear(4, 2)
+    for cls in (info.ours, info.theirs):
+        flat = cls(base.parameters(), **info.configs[0])
+        grouped = cls(
+            [{"params": base.parameters()}, {"params": head.parameters(), "lr": 1e-3}],
+            **info.configs[0],
+        )
+        assert [len(g["params"]) for g in flat.param_groups] == [2]
+        assert [len(g["params"]) for g in grouped.param_groups] == [2, 2]
+
+
+@pytest.mark.parametrize("info", OPTIMIZERS, ids=lambda info: info.name)
+def test_sets_of_parameters_are_refused(info):
+    weights = {torch.ones(1, requires_grad=True), torch.zeros(1, requires_grad=True)}
+    for params in (weights, [{"params": weights}]):
+        with pytest.raises(TypeError, match="set"):
+            info.ours(params, **info.configs[0])
+
+
+@pytest.mark.parametrize("info", OPTIMIZERS, ids=lambda info: info.name)
 def test_unimplemented_torch_options_are_refused_not_ignored(info):
     weight = torch.ones(3, requires_grad=True)
     for option in info.unimplemented:
