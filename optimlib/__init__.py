@@ -7,14 +7,33 @@ objective functions to optimize, plotting, and device selection.
 """
 
 from optimlib import functions, optimizer, plotting
+from optimlib.adadelta import Adadelta
+from optimlib.adagrad import Adagrad
+from optimlib.adam import Adam, AdamW
+from optimlib.adamax import Adamax
+from optimlib.asgd import ASGD
 from optimlib.device import available_devices, default_device
+from optimlib.nadam import NAdam
+from optimlib.radam import RAdam
+from optimlib.rmsprop import RMSprop
+from optimlib.rprop import Rprop
 from optimlib.sgd import SGD
 from optimlib.trajectory import Trajectory, follow
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "ASGD",
     "SGD",
+    "Adadelta",
+    "Adagrad",
+    "Adam",
+    "AdamW",
+    "Adamax",
+    "NAdam",
+    "RAdam",
+    "RMSprop",
+    "Rprop",
     "Trajectory",
     "__version__",
     "available_devices",

@@ -49,6 +49,16 @@ def pick(tensors: Sequence[Tensor], indices: Sequence[int]) -> list[Tensor]:
     return [tensors[index] for index in indices]
 
 
-def to_scalar(value: float | Tensor) -> float:
-    """A hyperparameter given as a one-element tensor, as a Python number."""
-    return value.item() if isinstance(value, Tensor) else value
+def to_scalar(value: float | Tensor) -> float | Tensor:
+    """A hyperparameter as ``torch.optim`` computes with it.
+
+    A one-element tensor (an ``lr`` that a scheduler updates in place, say)
+    stays a 0-d tensor, so values derived from it round in its dtype exactly as
+    they do in ``torch.optim``; kernels receive them through ``float()``.
+    """
+    return value.squeeze() if isinstance(value, Tensor) else value
+
+
+def numbers(values: list[float | Tensor]) -> list[float]:
+    """Per-tensor scalars for a foreach kernel, as plain Python numbers."""
+    return [float(value) for value in values]

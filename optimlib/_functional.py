@@ -2,6 +2,9 @@ r"""Small update pieces that several algorithms share, each in two forms.
 
 The per-tensor form serves the for-loop reference; the ``foreach_`` form does
 the same arithmetic on lists of tensors and must give identical results.
+Keeping one copy of each piece is what lets Adam, AdamW, NAdam, RAdam,
+Adamax, RMSprop and Adadelta read as their equations rather than as
+variations on one another's code.
 """
 
 from __future__ import annotations
@@ -35,3 +38,64 @@ def foreach_descent_direction(
     if weight_decay != 0:
         directions = torch._foreach_add(directions, params, alpha=weight_decay)
     return directions
+
+
+def decay_weights(param: Tensor, *, lr: float, weight_decay: float) -> None:
+    r"""Decoupled weight decay: :math:`\theta \leftarrow (1 - \gamma\lambda)\theta`.
+
+    Loshchilov and Hutter (2019); AdamW, and NAdam and RAdam on request.
+    """
+    if weight_decay != 0:
+        param.mul_(1 - lr * weight_decay)
+
+
+def foreach_decay_weights(params: list[Tensor], *, lr: float, weight_decay: float) -> None:
+    if weight_decay != 0:
+        torch._foreach_mul_(params, float(1 - lr * weight_decay))
+
+
+def update_average(average: Tensor, value: Tensor, *, decay: float) -> None:
+    r"""Exponential moving average: :math:`m \leftarrow \beta m + (1 - \beta) x`."""
+    average.lerp_(value, 1 - decay)
+
+
+def foreach_update_average(averages: list[Tensor], values: list[Tensor], *, decay: float) -> None:
+    torch._foreach_lerp_(averages, values, 1 - decay)
+
+
+def update_square_average(average: Tensor, value: Tensor, *, decay: float) -> None:
+    r"""Moving average of squares: :math:`v \leftarrow \beta v + (1 - \beta) x^2`."""
+    average.mul_(decay).addcmul_(value, value, value=1 - decay)
+
+
+def foreach_update_square_average(
+    averages: list[Tensor], values: list[Tensor], *, decay: float
+) -> None:
+    torch._foreach_mul_(averages, decay)
+    torch._foreach_addcmul_(averages, values, values, value=1 - decay)
+
+
+def bias_correction(decay: float, step: float) -> float:
+    r""":math:`1 - \beta^t`: the weight a zero-initialised moving average has gathered."""
+    return 1 - decay**step
+
+
+def advance(steps: list[Tensor]) -> list[float]:
+    """Add one to each step counter and return the new counts as numbers.
+
+    Counters are 0-d tensors on the CPU, as in ``torch.optim``, so reading
+    them back costs no device synchronisation.
+    """
+    for step in steps:
+        step += 1
+    return [step.item() for step in steps]
+
+
+def scalar_dtype() -> torch.dtype:
+    """The dtype of step counters and other scalar state, as ``torch.optim`` chooses it."""
+    return torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32
+
+
+def new_counter(value: float = 0.0, device: torch.device | str | None = None) -> Tensor:
+    """A 0-d scalar-state tensor (a step count, a running product)."""
+    return torch.tensor(value, dtype=scalar_dtype(), device=device)

@@ -129,6 +129,8 @@ def check_params(params: Any) -> list[Any]:
         else:
             located = [(f"element {index} of params", entry)]
         for where, tensor in located:
+            if _is_named_tensor(tensor):
+                tensor = tensor[1]
             if not isinstance(tensor, torch.Tensor):
                 raise TypeError(
                     f"Invalid params: {where} is a {type(tensor).__name__}, but an optimizer "
@@ -137,3 +139,38 @@ def check_params(params: Any) -> list[Any]:
                 )
         checked.append(entry)
     return checked
+
+
+def _is_named_tensor(entry: Any) -> bool:
+    """``(name, tensor)``, as ``model.named_parameters()`` yields (torch >= 2.6 accepts it)."""
+    return (
+        isinstance(entry, tuple)
+        and len(entry) == 2
+        and isinstance(entry[0], str)
+        and isinstance(entry[1], torch.Tensor)
+    )
+
+
+def check_betas(betas: Any, name: str = "beta parameter") -> tuple[float, float]:
+    """A pair of decay rates, each in [0, 1); returned as plain numbers."""
+    if not isinstance(betas, (tuple, list)) or len(betas) != 2:
+        raise TypeError(f"Invalid betas: expected a pair (beta1, beta2), got {betas!r}")
+    for index, beta in enumerate(betas):
+        check_range(f"{name} at index {index}", beta, 0.0, 1.0, high_inclusive=False)
+    return float(betas[0]), float(betas[1])
+
+
+def check_common(
+    lr: Any, eps: Any | None = None, weight_decay: Any | None = None, **flags: Any
+) -> None:
+    """The checks nearly every optimizer makes: lr, eps and weight_decay >= 0, boolean flags."""
+    check_non_negative("lr", lr)
+    if eps is not None:
+        check_non_negative("eps", eps)
+    if weight_decay is not None:
+        check_non_negative("weight_decay", weight_decay)
+    for name, value in flags.items():
+        if name == "foreach":
+            check_foreach(value)
+        else:
+            check_bool(name, value)

@@ -52,6 +52,8 @@ class SGD(Optimizer):
             only; optimlib does not implement them and raises otherwise.
     """
 
+    supports_complex = True
+
     def __init__(
         self,
         params: ParamsT,

@@ -9,6 +9,7 @@ entry here and gets the whole suite.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,9 +29,18 @@ class OptimizerInfo:
     group_overrides: dict[str, Any] = field(default_factory=dict)
     #: (kwargs, exception type, regex the message must match).
     bad_arguments: tuple[tuple[dict[str, Any], type[Exception], str], ...] = ()
-    supports_sparse: bool = False
+    #: Options for the sparse-gradient test; ``None`` when sparse gradients are unsupported.
+    sparse_config: dict[str, Any] | None = None
     #: torch options optimlib refuses at non-default values.
     unimplemented: tuple[str, ...] = ("fused", "differentiable")
+    #: Whether torch.compile captures a step in one graph (fullgraph=True). RAdam,
+    #: ASGD and Rprop branch in Python on values read from their state, which
+    #: Dynamo handles with a graph break.
+    compiles_fullgraph: bool = True
+    #: Whether torch's foreach path agrees with torch's own for-loop for a config.
+    #: optimlib's paths are both held to torch's for-loop, the reference; where
+    #: torch's two paths differ, its foreach is not used as an oracle.
+    torch_foreach_agrees: Callable[[dict[str, Any]], bool] = lambda config: True
     #: Float64 comparison tolerance; parity is exact in practice, this absorbs
     #: a fused multiply-add that a GPU kernel may use and another may not.
     rtol: float = 1e-12
@@ -88,10 +98,251 @@ SGD_INFO = OptimizerInfo(
         ({"nesterov": "yes", "momentum": 0.9}, TypeError, r"Invalid nesterov: 'yes'"),
         ({"foreach": "sometimes"}, TypeError, r"Invalid foreach: 'sometimes'"),
     ),
-    supports_sparse=True,
+    sparse_config={"lr": 0.1, "momentum": 0.9, "dampening": 0.1},
 )
 
-OPTIMIZERS = (SGD_INFO,)
+
+def _bad_common(extra: tuple = ()) -> tuple:
+    """Bad arguments every algorithm with lr and weight_decay must refuse."""
+    return (
+        ({"lr": -1e-3}, ValueError, r"Invalid lr: -0\.001 \(must be in \[0, inf\)\)"),
+        ({"lr": "big"}, TypeError, r"Invalid lr: expected a number"),
+        ({"foreach": 1}, TypeError, r"Invalid foreach"),
+        ({"maximize": "no"}, TypeError, r"Invalid maximize"),
+        *extra,
+    )
+
+
+_WEIGHT_DECAY_BAD = ({"weight_decay": -0.1}, ValueError, r"Invalid weight_decay: -0\.1")
+_EPS_BAD = ({"eps": -1e-8}, ValueError, r"Invalid eps: -1e-08")
+_BETAS_BAD = (
+    (
+        {"betas": (1.5, 0.999)},
+        ValueError,
+        r"Invalid beta parameter at index 0: 1\.5 \(must be in \[0, 1\)\)",
+    ),
+    ({"betas": (0.9, -0.1)}, ValueError, r"Invalid beta parameter at index 1: -0\.1"),
+    ({"betas": (0.9, 1.0)}, ValueError, r"Invalid beta parameter at index 1: 1\.0"),
+    ({"betas": 0.9}, TypeError, r"Invalid betas: expected a pair"),
+)
+
+ADAGRAD_INFO = OptimizerInfo(
+    ours=optimlib.Adagrad,
+    theirs=torch.optim.Adagrad,
+    configs=(
+        {"lr": 0.1},
+        {"lr": 0.1, "lr_decay": 0.05},
+        {"lr": 0.1, "initial_accumulator_value": 0.5, "eps": 1e-6},
+        {"lr": 0.1, "weight_decay": 0.1, "maximize": True},
+        {"lr": torch.tensor(0.05), "lr_decay": 0.01, "weight_decay": 0.05},
+    ),
+    group_overrides={"lr": 0.02, "lr_decay": 0.1},
+    bad_arguments=_bad_common(
+        (
+            _WEIGHT_DECAY_BAD,
+            _EPS_BAD,
+            ({"lr_decay": -1.0}, ValueError, r"Invalid lr_decay: -1\.0"),
+            ({"initial_accumulator_value": -0.1}, ValueError, r"Invalid initial_accumulator_value"),
+        )
+    ),
+    sparse_config={"lr": 0.1, "lr_decay": 0.01, "initial_accumulator_value": 0.1},
+)
+
+RMSPROP_INFO = OptimizerInfo(
+    ours=optimlib.RMSprop,
+    theirs=torch.optim.RMSprop,
+    configs=(
+        {"lr": 0.01},
+        {"lr": 0.01, "alpha": 0.9, "eps": 1e-6},
+        {"lr": 0.01, "momentum": 0.9},
+        {"lr": 0.01, "centered": True},
+        {"lr": 0.01, "centered": True, "momentum": 0.5, "weight_decay": 0.1},
+        {"lr": 0.005, "maximize": True, "weight_decay": 0.05},
+    ),
+    group_overrides={"lr": 0.003, "alpha": 0.95},
+    bad_arguments=_bad_common(
+        (
+            _WEIGHT_DECAY_BAD,
+            _EPS_BAD,
+            ({"momentum": -0.5}, ValueError, r"Invalid momentum: -0\.5"),
+            ({"alpha": -0.99}, ValueError, r"Invalid alpha: -0\.99"),
+            ({"centered": 1}, TypeError, r"Invalid centered"),
+        )
+    ),
+    unimplemented=("differentiable", "capturable"),
+)
+
+ADADELTA_INFO = OptimizerInfo(
+    ours=optimlib.Adadelta,
+    theirs=torch.optim.Adadelta,
+    configs=(
+        {},
+        {"lr": 0.5, "rho": 0.95, "eps": 1e-5},
+        {"weight_decay": 0.1, "maximize": True},
+        {"lr": torch.tensor(0.8), "rho": 0.5},
+    ),
+    group_overrides={"lr": 0.3, "rho": 0.8},
+    bad_arguments=_bad_common(
+        (
+            _WEIGHT_DECAY_BAD,
+            _EPS_BAD,
+            ({"rho": 1.5}, ValueError, r"Invalid rho: 1\.5 \(must be in \[0, 1\]\)"),
+        )
+    ),
+    unimplemented=("differentiable", "capturable"),
+)
+
+_ADAM_CONFIGS = (
+    {"lr": 0.01},
+    {"lr": 0.01, "betas": (0.8, 0.99), "eps": 1e-6},
+    {"lr": 0.01, "amsgrad": True},
+    {"lr": 0.01, "weight_decay": 0.1},
+    {"lr": 0.01, "weight_decay": 0.1, "amsgrad": True, "maximize": True},
+    {"lr": torch.tensor(0.02), "betas": (0.5, 0.9)},
+)
+
+ADAM_INFO = OptimizerInfo(
+    ours=optimlib.Adam,
+    theirs=torch.optim.Adam,
+    configs=(*_ADAM_CONFIGS, {"lr": 0.01, "weight_decay": 0.1, "decoupled_weight_decay": True}),
+    group_overrides={"lr": 0.003, "betas": (0.85, 0.995)},
+    bad_arguments=_bad_common(
+        (
+            _WEIGHT_DECAY_BAD,
+            _EPS_BAD,
+            *_BETAS_BAD,
+            ({"amsgrad": "yes"}, TypeError, r"Invalid amsgrad"),
+        )
+    ),
+    unimplemented=("fused", "differentiable", "capturable"),
+)
+
+ADAMW_INFO = OptimizerInfo(
+    ours=optimlib.AdamW,
+    theirs=torch.optim.AdamW,
+    configs=(*_ADAM_CONFIGS, {"lr": 0.01, "weight_decay": 0.5}),
+    group_overrides={"lr": 0.003, "weight_decay": 0.2},
+    bad_arguments=_bad_common((_WEIGHT_DECAY_BAD, _EPS_BAD, *_BETAS_BAD)),
+    unimplemented=("fused", "differentiable", "capturable"),
+)
+
+ADAMAX_INFO = OptimizerInfo(
+    ours=optimlib.Adamax,
+    theirs=torch.optim.Adamax,
+    configs=(
+        {},
+        {"lr": 0.01, "betas": (0.8, 0.99), "eps": 1e-6},
+        {"lr": 0.01, "weight_decay": 0.1, "maximize": True},
+        {"lr": torch.tensor(0.005)},
+    ),
+    group_overrides={"lr": 0.004, "betas": (0.85, 0.995)},
+    bad_arguments=_bad_common((_WEIGHT_DECAY_BAD, _EPS_BAD, *_BETAS_BAD)),
+    unimplemented=("differentiable", "capturable"),
+    torch_foreach_agrees=lambda config: not isinstance(config.get("lr"), torch.Tensor),
+)
+
+NADAM_INFO = OptimizerInfo(
+    ours=optimlib.NAdam,
+    theirs=torch.optim.NAdam,
+    configs=(
+        {},
+        {"lr": 0.01, "betas": (0.8, 0.99), "momentum_decay": 0.01},
+        {"lr": 0.01, "weight_decay": 0.1},
+        {"lr": 0.01, "weight_decay": 0.1, "decoupled_weight_decay": True, "maximize": True},
+        {"lr": torch.tensor(0.005), "eps": 1e-6},
+    ),
+    group_overrides={"lr": 0.004, "momentum_decay": 0.008},
+    torch_foreach_agrees=lambda config: not isinstance(config.get("lr"), torch.Tensor),
+    bad_arguments=_bad_common(
+        (
+            _WEIGHT_DECAY_BAD,
+            _EPS_BAD,
+            *_BETAS_BAD,
+            ({"momentum_decay": -4e-3}, ValueError, r"Invalid momentum_decay"),
+        )
+    ),
+    unimplemented=("differentiable", "capturable"),
+)
+
+RADAM_INFO = OptimizerInfo(
+    ours=optimlib.RAdam,
+    theirs=torch.optim.RAdam,
+    configs=(
+        {},
+        {"lr": 0.01, "betas": (0.8, 0.99)},
+        {"lr": 0.01, "betas": (0.9, 0.9)},  # rectification starts after a few steps
+        {"lr": 0.01, "weight_decay": 0.1},
+        {"lr": 0.01, "weight_decay": 0.1, "decoupled_weight_decay": True, "maximize": True},
+        {"lr": torch.tensor(0.005), "eps": 1e-6},
+    ),
+    group_overrides={"lr": 0.004, "betas": (0.8, 0.9)},
+    torch_foreach_agrees=lambda config: not isinstance(config.get("lr"), torch.Tensor),
+    bad_arguments=_bad_common((_WEIGHT_DECAY_BAD, _EPS_BAD, *_BETAS_BAD)),
+    unimplemented=("differentiable", "capturable"),
+    compiles_fullgraph=False,
+)
+
+ASGD_INFO = OptimizerInfo(
+    ours=optimlib.ASGD,
+    theirs=torch.optim.ASGD,
+    configs=(
+        {},
+        {"lr": 0.02, "t0": 10},
+        {"lr": 0.02, "lambd": 0.01, "alpha": 0.5, "t0": 5},
+        {"lr": 0.01, "weight_decay": 0.1, "t0": 20, "maximize": True},
+        {"lr": torch.tensor(0.01), "t0": 0},
+    ),
+    group_overrides={"lr": 0.005, "t0": 15},
+    # torch's foreach ASGD rearranges the update and computes eta in float32:
+    # 7.5e-7 relative from its own for-loop after 60 float64 steps.
+    torch_foreach_agrees=lambda config: False,
+    bad_arguments=_bad_common(
+        (
+            _WEIGHT_DECAY_BAD,
+            ({"lambd": -1e-4}, ValueError, r"Invalid lambd"),
+            ({"alpha": -0.75}, ValueError, r"Invalid alpha"),
+            ({"t0": -1}, ValueError, r"Invalid t0"),
+        )
+    ),
+    unimplemented=("differentiable", "capturable"),
+    compiles_fullgraph=False,
+)
+
+RPROP_INFO = OptimizerInfo(
+    ours=optimlib.Rprop,
+    theirs=torch.optim.Rprop,
+    configs=(
+        {},
+        {"lr": 0.05, "etas": (0.3, 1.5)},
+        {"lr": 0.01, "step_sizes": (1e-3, 0.05)},
+        {"lr": 0.01, "maximize": True},
+        {"lr": torch.tensor(0.02)},
+    ),
+    group_overrides={"lr": 0.005, "etas": (0.4, 1.1)},
+    bad_arguments=_bad_common(
+        (
+            ({"etas": (1.5, 1.2)}, ValueError, r"Invalid etas\[0\] \(etaminus\): 1\.5"),
+            ({"etas": (0.5, 0.9)}, ValueError, r"Invalid etas\[1\] \(etaplus\): 0\.9"),
+            ({"step_sizes": (0.1, 0.01)}, ValueError, r"Invalid step_sizes\[1\] \(maximum\)"),
+        )
+    ),
+    unimplemented=("differentiable", "capturable"),
+    compiles_fullgraph=False,
+)
+
+OPTIMIZERS = (
+    SGD_INFO,
+    ADAGRAD_INFO,
+    RMSPROP_INFO,
+    ADADELTA_INFO,
+    ADAM_INFO,
+    ADAMW_INFO,
+    ADAMAX_INFO,
+    NADAM_INFO,
+    RADAM_INFO,
+    ASGD_INFO,
+    RPROP_INFO,
+)
 
 
 def all_configs() -> list:
