@@ -13,6 +13,7 @@ from optimlib.adam import Adam, AdamW
 from optimlib.adamax import Adamax
 from optimlib.asgd import ASGD
 from optimlib.device import available_devices, default_device
+from optimlib.lbfgs import LBFGS
 from optimlib.nadam import NAdam
 from optimlib.radam import RAdam
 from optimlib.rmsprop import RMSprop
@@ -24,6 +25,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ASGD",
+    "LBFGS",
     "SGD",
     "Adadelta",
     "Adagrad",

@@ -40,10 +40,9 @@ def check_range(
     above = number >= low if low_inclusive else number > low
     below = number <= high if high_inclusive else number < high
     if math.isnan(number) or not (above and below):
-        interval = (
-            f"{'[' if low_inclusive else '('}{_show(low)}, {_show(high)}"
-            f"{']' if high_inclusive else ')'}"
-        )
+        opening = "[" if low_inclusive and not math.isinf(low) else "("
+        closing = "]" if high_inclusive and not math.isinf(high) else ")"
+        interval = f"{opening}{_show(low)}, {_show(high)}{closing}"
         raise ValueError(f"Invalid {name}: {value} (must be in {interval})")
 
 

@@ -351,6 +351,7 @@ def test_compiled_step_gives_the_same_result(info, config):
 @pytest.mark.parametrize(
     "info", [i for i in OPTIMIZERS if i.sparse_config is not None], ids=lambda info: info.name
 )
+@pytest.mark.filterwarnings("ignore:Sparse invariant checks:UserWarning")
 def test_sparse_gradients_match_torch(info):
     def run(cls) -> Tensor:
         embedding = torch.nn.Embedding(10, 3, sparse=True, dtype=torch.float64)
