@@ -1,10 +1,16 @@
-"""Step time of optimlib against torch.optim, side by side in one run.
+"""Step time and memory traffic of optimlib against torch.optim, side by side in one run.
 
 A model-like set of tensors (by default 100 tensors of 1k to 1M elements,
 sizes spread log-uniformly) gets fresh random gradients once; then each
 implementation takes steps on its own copy. Rounds interleave the
 implementations, so a slow moment of the machine hits all of them alike, and
 the median over rounds is reported with the ratio optimlib / torch.optim.
+
+"bytes/elem" is the memory traffic of one step per parameter element: every
+aten operation the step runs is intercepted, and the bytes of the tensors it
+reads and writes are summed (an in-place add of a gradient into a parameter
+reads two tensors and writes one). It counts what the kernels touch, not cache
+effects, and is the same on any device.
 
     python benchmarks/step_time.py                 # CPU
     python benchmarks/step_time.py --device cuda   # GPU, when present
@@ -20,6 +26,8 @@ import time
 from collections.abc import Callable
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
 
 import optimlib
 
@@ -32,7 +40,50 @@ CASES: dict[str, tuple[type, type, dict]] = {
         torch.optim.SGD,
         {"lr": 1e-3, "momentum": 0.9, "nesterov": True, "weight_decay": 1e-4},
     ),
+    "Adam": (optimlib.Adam, torch.optim.Adam, {"lr": 1e-3}),
+    "AdamW": (optimlib.AdamW, torch.optim.AdamW, {"lr": 1e-3, "weight_decay": 1e-2}),
+    "RMSprop": (optimlib.RMSprop, torch.optim.RMSprop, {"lr": 1e-3}),
+    "Adagrad": (optimlib.Adagrad, torch.optim.Adagrad, {"lr": 1e-2}),
 }
+
+
+class TrafficCounter(TorchDispatchMode):
+    """Sums the bytes every aten operation reads (its tensor inputs) and writes.
+
+    Writes are the arguments the operation's schema marks as mutated (``add_``,
+    ``_foreach_add_``) and the outputs that are new tensors, not views of inputs.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bytes = 0
+
+    @staticmethod
+    def _size(value) -> int:
+        tensors = [t for t in tree_leaves(value) if isinstance(t, torch.Tensor)]
+        return sum(t.numel() * t.element_size() for t in tensors)
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        schema = func._schema
+        by_name = dict(zip((a.name for a in schema.arguments), args, strict=False)) | kwargs
+        self.bytes += self._size((args, kwargs))
+        for argument in schema.arguments:
+            if argument.alias_info is not None and argument.alias_info.is_write:
+                self.bytes += self._size(by_name.get(argument.name))
+        results = out if isinstance(out, tuple) else (out,)
+        for declared, result in zip(schema.returns, results, strict=False):
+            if declared.alias_info is None:
+                self.bytes += self._size(result)
+        return out
+
+
+def bytes_per_element(step: Callable[[], None], elements: int) -> float:
+    counter = TrafficCounter()
+    with counter:
+        step()
+    return counter.bytes / elements
 
 
 def model_like_sizes(count: int, smallest: int, largest: int, seed: int = 0) -> list[int]:
@@ -95,7 +146,10 @@ def main() -> None:
         f"{len(sizes)} tensors, {min(sizes):,} to {max(sizes):,} elements, "
         f"{sum(sizes):,} in all; median of {args.rounds} rounds of {args.steps} steps\n"
     )
-    header = f"{'case':<18}{'impl':<10}{'optimlib ms':>13}{'torch ms':>11}{'ratio':>8}"
+    header = (
+        f"{'case':<18}{'impl':<10}{'optimlib ms':>13}{'torch ms':>11}{'ratio':>8}"
+        f"{'optimlib bytes/elem':>21}{'torch bytes/elem':>18}"
+    )
     print(header)
     print("-" * len(header))
     for name in args.cases:
@@ -111,8 +165,12 @@ def main() -> None:
                     times[key].append(time_steps(step, args.steps, device))
             ours = statistics.median(times["optimlib"]) * 1e3
             theirs = statistics.median(times["torch"]) * 1e3
+            traffic = {key: bytes_per_element(step, sum(sizes)) for key, step in steppers.items()}
             impl = "foreach" if foreach else "for-loop"
-            print(f"{name:<18}{impl:<10}{ours:>13.3f}{theirs:>11.3f}{ours / theirs:>8.3f}")
+            print(
+                f"{name:<18}{impl:<10}{ours:>13.3f}{theirs:>11.3f}{ours / theirs:>8.3f}"
+                f"{traffic['optimlib']:>21.1f}{traffic['torch']:>18.1f}"
+            )
             del steppers
 
 
