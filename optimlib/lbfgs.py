@@ -22,13 +22,14 @@ class LBFGS(Optimizer):
     Hessian :math:`H`: from the last ``history_size`` pairs of steps
     :math:`s_k = \theta_{k+1} - \theta_k` and gradient changes
     :math:`y_k = g_{k+1} - g_k` it applies an approximation of :math:`H^{-1}`
-    to the gradient with the two-loop recursion (:func:`two_loop_direction`),
+    to the gradient with the two-loop recursion (:func:`optimlib.lbfgs.two_loop_direction`),
     starting from the scaled identity
     :math:`H_0^{-1} = \frac{s^\top y}{y^\top y} I`. Each call of ``step``
     runs up to ``max_iter`` iterations: compute the direction :math:`d`, then
     either step by ``lr`` (the first by :math:`\min(1, 1/\lVert g\rVert_1)\,\gamma`)
     or search along :math:`d` for a step satisfying the strong Wolfe conditions
-    (``line_search_fn="strong_wolfe"``, :func:`strong_wolfe_search`).
+    (``line_search_fn="strong_wolfe"``,
+    :func:`optimlib.lbfgs.strong_wolfe_search`).
 
     It stops early when the largest gradient entry is at most
     ``tolerance_grad``, or when the step or the change of the loss is below

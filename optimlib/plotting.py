@@ -108,19 +108,31 @@ def plot_losses(
     subtract: float = 0.0,
     xlabel: str = "step",
     ylabel: str = "loss",
+    x_values: Mapping[str, Curve] | None = None,
 ) -> Axes:
     """Draw one loss curve per label against the step number.
 
     A trajectory contributes its ``losses``. ``subtract`` removes a known
     optimal value first, so that a logarithmic axis shows the gap to the
-    optimum; non-finite values (a diverged run) end the curve.
+    optimum; non-finite values (a diverged run) end the curve. ``x_values``
+    gives a curve its own horizontal positions (for example, the number of
+    loss evaluations so far) instead of 0, 1, 2, ...
     """
     ax = ax if ax is not None else plt.figure().add_subplot()
     for label, curve in curves.items():
         values = _as_numpy(curve.losses if isinstance(curve, Trajectory) else curve) - subtract
+        positions = (
+            _as_numpy(x_values[label])
+            if x_values is not None and label in x_values
+            else np.arange(len(values))
+        )
+        if len(positions) != len(values):
+            raise ValueError(
+                f"Invalid x_values[{label!r}]: {len(positions)} positions for {len(values)} values"
+            )
         finite = np.isfinite(values)
         end = len(values) if finite.all() else int(np.argmin(finite))
-        ax.plot(np.arange(end), values[:end], label=label)
+        ax.plot(positions[:end], values[:end], label=label)
     if log_scale:
         ax.set_yscale("log")
     ax.set_xlabel(xlabel)

@@ -57,7 +57,7 @@ class RAdam(Optimizer):
               1 & \text{otherwise}
             \end{cases}
 
-    with :math:`r_t` and :math:`\rho_t` from :func:`rectification`: an
+    with :math:`r_t` and :math:`\rho_t` from :func:`optimlib.radam.rectification`: an
     automatic warm-up. State: ``step``, ``exp_avg`` and ``exp_avg_sq``.
     """
 

@@ -84,3 +84,12 @@ def test_loss_curves_subtract_the_optimum_and_can_stay_linear():
     )
     np.testing.assert_allclose(_lines_by_label(ax)["run"].get_ydata(), [1.0, 0.5, 0.25])
     assert ax.get_yscale() == "linear" and ax.get_xlabel() == "epoch"
+
+
+def test_loss_curves_accept_their_own_horizontal_positions():
+    ax = plot_losses({"a": [4.0, 2.0, 1.0], "b": [3.0, 1.0]}, x_values={"a": [0, 5, 12]})
+    lines = _lines_by_label(ax)
+    np.testing.assert_allclose(lines["a"].get_xdata(), [0, 5, 12])
+    np.testing.assert_allclose(lines["b"].get_xdata(), [0, 1])
+    with pytest.raises(ValueError, match="2 positions for 3 values"):
+        plot_losses({"a": [4.0, 2.0, 1.0]}, x_values={"a": [0, 1]})
