@@ -99,3 +99,49 @@ def scalar_dtype() -> torch.dtype:
 def new_counter(value: float = 0.0, device: torch.device | str | None = None) -> Tensor:
     """A 0-d scalar-state tensor (a step count, a running product)."""
     return torch.tensor(value, dtype=scalar_dtype(), device=device)
+
+
+def regularized_direction(
+    param: Tensor, grad: Tensor, *, lr: float, weight_decay: float, decoupled: bool, maximize: bool
+) -> Tensor:
+    """The direction for the Adam family: weight decay as an L2 term in the gradient, or,
+    when ``decoupled``, applied to the weights directly (AdamW's way) before the update."""
+    if decoupled:
+        decay_weights(param, lr=lr, weight_decay=weight_decay)
+        return descent_direction(param, grad, weight_decay=0, maximize=maximize)
+    return descent_direction(param, grad, weight_decay=weight_decay, maximize=maximize)
+
+
+def foreach_regularized_direction(
+    params: list[Tensor],
+    grads: list[Tensor],
+    *,
+    lr: float,
+    weight_decay: float,
+    decoupled: bool,
+    maximize: bool,
+) -> list[Tensor]:
+    if decoupled:
+        foreach_decay_weights(params, lr=lr, weight_decay=weight_decay)
+        return foreach_descent_direction(params, grads, weight_decay=0, maximize=maximize)
+    return foreach_descent_direction(params, grads, weight_decay=weight_decay, maximize=maximize)
+
+
+def update_moments(
+    exp_avg: Tensor, exp_avg_sq: Tensor, direction: Tensor, *, beta1: float, beta2: float
+) -> None:
+    """Adam's two moving averages: of the direction (:math:`m`) and of its square (:math:`v`)."""
+    update_average(exp_avg, direction, decay=beta1)
+    update_square_average(exp_avg_sq, direction, decay=beta2)
+
+
+def foreach_update_moments(
+    exp_avgs: list[Tensor],
+    exp_avg_sqs: list[Tensor],
+    directions: list[Tensor],
+    *,
+    beta1: float,
+    beta2: float,
+) -> None:
+    foreach_update_average(exp_avgs, directions, decay=beta1)
+    foreach_update_square_average(exp_avg_sqs, directions, decay=beta2)

@@ -11,15 +11,11 @@ from optimlib._foreach import bucket_indices, numbers, pick, to_scalar
 from optimlib._functional import (
     advance,
     bias_correction,
-    decay_weights,
-    descent_direction,
-    foreach_decay_weights,
-    foreach_descent_direction,
-    foreach_update_average,
-    foreach_update_square_average,
+    foreach_regularized_direction,
+    foreach_update_moments,
     new_counter,
-    update_average,
-    update_square_average,
+    regularized_direction,
+    update_moments,
 )
 from optimlib._validation import check_betas, check_bool, check_common
 from optimlib.optimizer import Optimizer, ParamsT
@@ -172,13 +168,16 @@ def adam_for_loop(
     maximize: bool,
 ) -> None:
     """The reference implementation: one update per tensor."""
-    coupled_decay = 0 if decoupled_weight_decay else weight_decay
     for i, (param, grad, step) in enumerate(zip(params, grads, advance(steps), strict=True)):
-        direction = descent_direction(param, grad, weight_decay=coupled_decay, maximize=maximize)
-        if decoupled_weight_decay:
-            decay_weights(param, lr=lr, weight_decay=weight_decay)
-        update_average(exp_avgs[i], direction, decay=beta1)
-        update_square_average(exp_avg_sqs[i], direction, decay=beta2)
+        direction = regularized_direction(
+            param,
+            grad,
+            lr=lr,
+            weight_decay=weight_decay,
+            decoupled=decoupled_weight_decay,
+            maximize=maximize,
+        )
+        update_moments(exp_avgs[i], exp_avg_sqs[i], direction, beta1=beta1, beta2=beta2)
         second_moment = exp_avg_sqs[i]
         if amsgrad:
             torch.maximum(max_exp_avg_sqs[i], exp_avg_sqs[i], out=max_exp_avg_sqs[i])
@@ -206,18 +205,19 @@ def adam_foreach(
     maximize: bool,
 ) -> None:
     """The same update as :func:`adam_for_loop`, a few kernels per device and dtype."""
-    coupled_decay = 0 if decoupled_weight_decay else weight_decay
     for indices in bucket_indices(params):
         bucket_params = pick(params, indices)
         averages, squares = pick(exp_avgs, indices), pick(exp_avg_sqs, indices)
         counts = advance(pick(steps, indices))
-        directions = foreach_descent_direction(
-            bucket_params, pick(grads, indices), weight_decay=coupled_decay, maximize=maximize
+        directions = foreach_regularized_direction(
+            bucket_params,
+            pick(grads, indices),
+            lr=lr,
+            weight_decay=weight_decay,
+            decoupled=decoupled_weight_decay,
+            maximize=maximize,
         )
-        if decoupled_weight_decay:
-            foreach_decay_weights(bucket_params, lr=lr, weight_decay=weight_decay)
-        foreach_update_average(averages, directions, decay=beta1)
-        foreach_update_square_average(squares, directions, decay=beta2)
+        foreach_update_moments(averages, squares, directions, beta1=beta1, beta2=beta2)
         if amsgrad:
             maxima = pick(max_exp_avg_sqs, indices)
             torch._foreach_maximum_(maxima, squares)

@@ -380,8 +380,10 @@ def _bad_argument_params() -> list:
 @pytest.mark.parametrize(("info", "kwargs", "error", "pattern"), _bad_argument_params())
 def test_bad_arguments_raise_a_clear_error(info, kwargs, error, pattern):
     weight = torch.ones(3, requires_grad=True)
+    weight.grad = torch.ones(3)
     with pytest.raises(error, match=pattern):
         info.ours([weight], **kwargs)
+    assert torch.equal(weight.detach(), torch.ones(3)), "a refused optimizer changed a parameter"
 
 
 @pytest.mark.parametrize("info", OPTIMIZERS, ids=lambda info: info.name)
