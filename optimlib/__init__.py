@@ -6,7 +6,7 @@ into existing training code. The package also carries the book's helpers:
 objective functions to optimize, plotting, and device selection.
 """
 
-from optimlib import functions, optimizer, plotting
+from optimlib import functions, optimizer, plotting, testing
 from optimlib.adadelta import Adadelta
 from optimlib.adagrad import Adagrad
 from optimlib.adam import Adam, AdamW
@@ -14,8 +14,10 @@ from optimlib.adamax import Adamax
 from optimlib.asgd import ASGD
 from optimlib.device import available_devices, default_device
 from optimlib.lbfgs import LBFGS
+from optimlib.lion import Lion
 from optimlib.nadam import NAdam
 from optimlib.radam import RAdam
+from optimlib.random_scale_sgd import RandomScaleSGD
 from optimlib.rmsprop import RMSprop
 from optimlib.rprop import Rprop
 from optimlib.sgd import SGD
@@ -32,9 +34,11 @@ __all__ = [
     "Adam",
     "AdamW",
     "Adamax",
+    "Lion",
     "NAdam",
     "RAdam",
     "RMSprop",
+    "RandomScaleSGD",
     "Rprop",
     "Trajectory",
     "__version__",
@@ -44,4 +48,5 @@ __all__ = [
     "functions",
     "optimizer",
     "plotting",
+    "testing",
 ]

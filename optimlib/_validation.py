@@ -69,7 +69,11 @@ def check_foreach(value: Any) -> None:
 
 
 #: Options of ``torch.optim`` that optimlib accepts only at their "off" value.
-UNIMPLEMENTED_OPTIONS = {"fused": (None, False), "differentiable": (False,), "capturable": (False,)}
+UNIMPLEMENTED_OPTIONS = {
+    "fused": (None, False),
+    "differentiable": (False, None),
+    "capturable": (False, None),
+}
 
 
 def check_implemented(optimizer_name: str, options: Mapping[str, Any]) -> None:

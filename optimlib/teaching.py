@@ -11,6 +11,7 @@ behave like ``torch.optim`` where they overlap.
 from __future__ import annotations
 
 import copy
+import random
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -129,4 +130,78 @@ class MinimalSGD(MinimalOptimizer):
                         state["momentum_buffer"].mul_(group["momentum"]).add_(direction)
                     direction = state["momentum_buffer"]
                 p.add_(direction, alpha=-group["lr"])
+        return loss
+
+
+# --------------------------------------------------------------------------
+# Deliberately faulty optimizers. Chapter 7 starts from the first one, the
+# random-learning-rate SGD that tutorials commonly show, and optimlib's tests
+# check that optimlib.testing.check_optimizer catches each fault.
+
+
+class NaiveRandomLRSGD(torch.optim.Optimizer):
+    """The naive random-learning-rate SGD. **Faulty on purpose**: do not use.
+
+    It keeps ``lr`` on ``self`` (schedulers cannot change it), ignores the
+    closure, assigns ``param.data`` (replacing storage instead of updating in
+    place), crashes on parameters without a gradient and draws its factor from
+    Python's global ``random`` (a resumed run cannot redraw the same factors).
+    ``factor`` fixes the random number, to reproduce a worked example.
+    """
+
+    def __init__(self, params, lr: float = 1e-3, factor: float | None = None):
+        self.lr = lr
+        self.factor = factor
+        super().__init__(params, {})
+
+    def step(self, closure=None):
+        for group in self.param_groups:
+            for param in group["params"]:
+                factor = self.factor if self.factor is not None else random.random()
+                param.data = param.data - self.lr * factor * param.grad.data
+
+
+class DataRebindingSGD(torch.optim.Optimizer):
+    """Correct in every way but one: it rebinds ``param.data``. **Faulty on purpose.**"""
+
+    def __init__(self, params, lr: float = 1e-3):
+        super().__init__(params, {"lr": lr})
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            for param in group["params"]:
+                if param.grad is not None:
+                    param.data = param.data - group["lr"] * param.grad
+        return loss
+
+
+class OutsideCounterSGD(torch.optim.Optimizer):
+    """SGD with a decaying step whose counter lives on ``self``. **Faulty on purpose.**
+
+    The step size is :math:`\\gamma / (1 + 0.1 t)`, but :math:`t` is an
+    attribute, not part of ``optimizer.state``, so ``state_dict`` does not save
+    it and a resumed run restarts the decay.
+    """
+
+    def __init__(self, params, lr: float = 1e-3):
+        super().__init__(params, {"lr": lr})
+        self.steps_taken = 0
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        decay = 1 + 0.1 * self.steps_taken
+        for group in self.param_groups:
+            for param in group["params"]:
+                if param.grad is not None:
+                    param.add_(param.grad, alpha=-group["lr"] / decay)
+        self.steps_taken += 1
         return loss

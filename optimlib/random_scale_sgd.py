@@ -1,0 +1,100 @@
+r"""SGD with a randomly scaled learning rate: Chapter 7's first worked example."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from optimlib._foreach import to_scalar
+from optimlib._validation import check_common
+from optimlib.optimizer import Optimizer, ParamsT
+from optimlib.sgd import sgd_for_loop, sgd_foreach
+
+GENERATOR_KEY = "generator_state"
+
+
+class RandomScaleSGD(Optimizer):
+    r"""SGD whose learning rate is multiplied by a fresh random factor at every step.
+
+    .. math::
+
+        u_t \sim \mathcal{U}[0, 1), \qquad
+        \theta_t = \theta_{t-1} - \gamma\, u_t\, g_t
+
+    One factor is drawn per step, shared by all parameter groups, from a
+    ``torch.Generator`` seeded with ``seed``. The generator's state travels in
+    ``state_dict()`` under ``"generator_state"`` (through the optimizer's
+    state-dict hooks), so a run resumed from a checkpoint draws exactly the
+    factors the uninterrupted run would have drawn. The update itself is
+    plain SGD's, for-loop and foreach, with ``lr * u`` as the learning rate.
+    The factors drawn so far are kept in :attr:`factors` for inspection.
+
+    Args:
+        params: an iterable of tensors, or of dicts defining parameter groups.
+        lr: the learning rate :math:`\gamma \ge 0` before scaling.
+        seed: seeds the factor generator.
+        maximize, foreach: as in :class:`optimlib.SGD`.
+    """
+
+    supports_complex = True
+
+    def __init__(
+        self,
+        params: ParamsT,
+        lr: float | Tensor = 1e-3,
+        *,
+        seed: int = 0,
+        maximize: bool = False,
+        foreach: bool | None = None,
+    ) -> None:
+        check_common(lr, foreach=foreach, maximize=maximize)
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise TypeError(f"Invalid seed: {seed!r} (must be an integer)")
+        super().__init__(params, {"lr": lr, "maximize": maximize, "foreach": foreach})
+        self.generator = torch.Generator().manual_seed(seed)
+        self.factors: list[float] = []
+        self.register_state_dict_post_hook(_save_generator)
+        self.register_load_state_dict_pre_hook(_restore_generator)
+
+    def draw_factor(self) -> float:
+        """The next :math:`u_t`; drawn on the CPU, so no device synchronises."""
+        factor = torch.rand((), generator=self.generator, dtype=torch.float64).item()
+        self.factors.append(factor)
+        return factor
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        self._factor = self.draw_factor()
+        return super().step(closure)
+
+    def update_group(
+        self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor], *, foreach: bool
+    ) -> None:
+        update = sgd_foreach if foreach else sgd_for_loop
+        update(
+            params,
+            grads,
+            [],
+            lr=to_scalar(group["lr"]) * self._factor,
+            momentum=0,
+            dampening=0,
+            weight_decay=0,
+            nesterov=False,
+            maximize=group["maximize"],
+        )
+
+
+def _save_generator(optimizer: RandomScaleSGD, state_dict: dict[str, Any]) -> dict[str, Any]:
+    state_dict[GENERATOR_KEY] = optimizer.generator.get_state()
+    return state_dict
+
+
+def _restore_generator(optimizer: RandomScaleSGD, state_dict: dict[str, Any]) -> None:
+    if GENERATOR_KEY not in state_dict:
+        raise KeyError(
+            f"this checkpoint has no '{GENERATOR_KEY}': it was not saved by RandomScaleSGD, "
+            "so the random factors cannot be resumed"
+        )
+    optimizer.generator.set_state(state_dict[GENERATOR_KEY])
