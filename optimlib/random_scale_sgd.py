@@ -29,7 +29,7 @@ class RandomScaleSGD(Optimizer):
     state-dict hooks), so a run resumed from a checkpoint draws exactly the
     factors the uninterrupted run would have drawn. The update itself is
     plain SGD's, for-loop and foreach, with ``lr * u`` as the learning rate.
-    The factors drawn so far are kept in :attr:`factors` for inspection.
+    The factors drawn so far are kept in the list ``factors`` for inspection.
 
     Args:
         params: an iterable of tensors, or of dicts defining parameter groups.

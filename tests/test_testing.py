@@ -12,7 +12,7 @@ from optimlib.teaching import DataRebindingSGD, NaiveRandomLRSGD, OutsideCounter
 from optimlib.testing import CheckReport, check_optimizer
 from tests.optimizer_cases import OPTIMIZERS
 
-ALL_CHECKS = 7
+ALL_CHECKS = 8
 
 
 @pytest.mark.parametrize("info", OPTIMIZERS, ids=lambda info: info.name)
@@ -48,7 +48,7 @@ def test_optimlibs_other_optimizers_pass(factory):
 def test_torch_optimizers_pass(cls):
     report = check_optimizer(lambda params: cls(params, lr=0.01))
     assert len(report.passed) == ALL_CHECKS
-    assert "7 checks passed" in str(report)
+    assert "8 checks passed" in str(report)
 
 
 @pytest.mark.parametrize(
@@ -114,6 +114,15 @@ def test_each_remaining_check_can_fail():
                 if p.grad is None:
                     p.mul_(0.5)
 
+    class GlobalRandom(optimlib.SGD):
+        def update_group(self, group, params, grads, *, foreach):
+            factor = torch.rand(()).item()  # the global generator: not reproducible
+            super().update_group(
+                {**group, "lr": group["lr"] * factor}, params, grads, foreach=foreach
+            )
+
+    with pytest.raises(AssertionError, match="'two identical runs give identical results'"):
+        check_optimizer(lambda p: GlobalRandom(p, lr=0.1))
     with pytest.raises(AssertionError, match="'the learning rate is read from param_groups'"):
         check_optimizer(lambda p: IgnoresGroups(p, lr=0.1))
     with pytest.raises(AssertionError, match=r"state\['velocity'\] is torch\.float64"):
