@@ -6,7 +6,7 @@ into existing training code. The package also carries the book's helpers:
 objective functions to optimize, plotting, and device selection.
 """
 
-from optimlib import functions, optimizer, plotting, testing
+from optimlib import functions, lr_scheduler, optimizer, plotting, testing
 from optimlib.adadelta import Adadelta
 from optimlib.adagrad import Adagrad
 from optimlib.adam import Adam, AdamW
@@ -46,6 +46,7 @@ __all__ = [
     "default_device",
     "follow",
     "functions",
+    "lr_scheduler",
     "optimizer",
     "plotting",
     "testing",

@@ -7,13 +7,15 @@ inspect what was drawn.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from matplotlib.axes import Axes
 from torch import Tensor
+from torch.optim import Optimizer
 
 from optimlib.functions import Objective
 from optimlib.trajectory import Trajectory
@@ -139,3 +141,23 @@ def plot_losses(
     ax.set_ylabel(ylabel)
     ax.legend(loc="best", fontsize="small")
     return ax
+
+
+def plot_schedules(
+    schedules: Mapping[str, Callable[[Optimizer], Any]],
+    steps: int,
+    *,
+    lr: float = 0.1,
+    ax: Axes | None = None,
+    log_scale: bool = False,
+) -> Axes:
+    """Draw the learning rate of several schedules side by side, over ``steps`` steps.
+
+    ``schedules`` maps a label to a function that builds the scheduler around an
+    optimizer (for example ``lambda opt: StepLR(opt, step_size=30)``); see
+    :func:`optimlib.lr_scheduler.learning_rates`.
+    """
+    from optimlib.lr_scheduler import learning_rates
+
+    curves = {label: learning_rates(make, steps, lr) for label, make in schedules.items()}
+    return plot_losses(curves, ax=ax, log_scale=log_scale, ylabel="learning rate")

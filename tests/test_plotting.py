@@ -93,3 +93,18 @@ def test_loss_curves_accept_their_own_horizontal_positions():
     np.testing.assert_allclose(lines["b"].get_xdata(), [0, 1])
     with pytest.raises(ValueError, match="2 positions for 3 values"):
         plot_losses({"a": [4.0, 2.0, 1.0]}, x_values={"a": [0, 1]})
+
+
+def test_schedules_are_drawn_side_by_side_with_their_values():
+    from optimlib.lr_scheduler import StepLR, learning_rates
+
+    schedules = {
+        "step": lambda opt: StepLR(opt, step_size=2, gamma=0.5),
+        "constant": lambda opt: StepLR(opt, step_size=100),
+    }
+    ax = optimlib.plotting.plot_schedules(schedules, steps=5, lr=0.2)
+    lines = _lines_by_label(ax)
+    np.testing.assert_allclose(lines["step"].get_ydata(), [0.2, 0.2, 0.1, 0.1, 0.05, 0.05])
+    np.testing.assert_allclose(lines["constant"].get_ydata(), [0.2] * 6)
+    assert learning_rates(schedules["step"], 5, lr=0.2)[-1] == 0.05
+    assert ax.get_ylabel() == "learning rate" and ax.get_yscale() == "linear"
