@@ -177,3 +177,10 @@ def check_common(
             check_foreach(value)
         else:
             check_bool(name, value)
+
+
+def check_integer(name: str, value: Any, minimum: int = 0) -> None:
+    """Raise unless ``value`` is an integer (not a bool) >= ``minimum``."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"Invalid {name}: {value!r} (must be an integer >= {minimum})")
+    check_range(name, value, minimum)

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from optimlib._foreach import to_scalar
-from optimlib._validation import check_bool, check_non_negative, check_range
+from optimlib._validation import check_bool, check_integer, check_non_negative
 from optimlib.optimizer import Optimizer, ParamsT
 
 LINE_SEARCHES = (None, "strong_wolfe")
@@ -54,13 +54,13 @@ class LBFGS(Optimizer):
         maximize: bool = False,
     ) -> None:
         check_non_negative("lr", lr)
-        _check_count("max_iter", max_iter)
+        check_integer("max_iter", max_iter, 1)
         if max_eval is None:
             max_eval = max_iter * 5 // 4
-        _check_count("max_eval", max_eval)
+        check_integer("max_eval", max_eval, 1)
         check_non_negative("tolerance_grad", tolerance_grad)
         check_non_negative("tolerance_change", tolerance_change)
-        _check_count("history_size", history_size)
+        check_integer("history_size", history_size, 1)
         if line_search_fn not in LINE_SEARCHES:
             raise ValueError(
                 f"Invalid line_search_fn: {line_search_fn!r} (must be None or 'strong_wolfe')"
@@ -255,12 +255,6 @@ class LBFGS(Optimizer):
 
 def _as_number(loss: Tensor | float) -> float:
     return float(loss.detach()) if isinstance(loss, Tensor) else float(loss)
-
-
-def _check_count(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"Invalid {name}: {value!r} (must be an integer >= 1)")
-    check_range(name, value, 1)
 
 
 def two_loop_direction(

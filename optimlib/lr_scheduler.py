@@ -25,7 +25,10 @@ from itertools import pairwise
 from typing import Any
 
 from torch.optim import Optimizer
+from torch.optim import lr_scheduler as torch_lr_scheduler
 from torch.optim.lr_scheduler import LRScheduler
+
+from optimlib._validation import check_integer, check_range
 
 __all__ = [
     "ChainedScheduler",
@@ -48,37 +51,6 @@ __all__ = [
 
 
 # ------------------------------------------------------------------- checks
-
-
-def _positive_int(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"Invalid {name}: {value!r} (must be an integer > 0)")
-
-
-def _non_negative_int(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"Invalid {name}: {value!r} (must be an integer >= 0)")
-
-
-def _in_range(
-    name: str,
-    value: Any,
-    low: float,
-    high: float,
-    *,
-    low_open: bool = False,
-    high_open: bool = False,
-) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"Invalid {name}: {value!r} (must be a number)")
-    above = value > low if low_open else value >= low
-    below = value < high if high_open else value <= high
-    if math.isnan(value) or not (above and below):
-        interval = (
-            f"{'(' if low_open else '['}{low:g}, "
-            f"{'inf' if math.isinf(high) else f'{high:g}'}{')' if high_open else ']'}"
-        )
-        raise ValueError(f"Invalid {name}: {value!r} (must be in {interval})")
 
 
 def _current_lrs(optimizer: Optimizer) -> list[Any]:
@@ -109,8 +81,8 @@ class StepLR(LRScheduler):
     def __init__(
         self, optimizer: Optimizer, step_size: int, gamma: float = 0.1, last_epoch: int = -1
     ) -> None:
-        _positive_int("step_size", step_size)
-        _in_range("gamma", gamma, 0, math.inf, low_open=True)
+        check_integer("step_size", step_size, 1)
+        check_range("gamma", gamma, 0, math.inf, low_inclusive=False)
         self.step_size = step_size
         self.gamma = gamma
         super().__init__(optimizer, last_epoch)
@@ -125,7 +97,7 @@ class StepLR(LRScheduler):
         return [base * self.gamma ** (self.last_epoch // self.step_size) for base in self.base_lrs]
 
 
-class MultiStepLR(StepLR):
+class MultiStepLR(LRScheduler):
     r"""Multiply the learning rate by ``gamma`` at each milestone.
 
     .. math:: \gamma_t = \gamma_0 \cdot \text{gamma}^{\#\{m \in \text{milestones} : m \le t\}}
@@ -140,13 +112,13 @@ class MultiStepLR(StepLR):
     ) -> None:
         milestones = list(milestones)
         for milestone in milestones:
-            _non_negative_int("milestones", milestone)
+            check_integer("milestones", milestone)
         if any(b <= a for a, b in pairwise(milestones)):
             raise ValueError(f"Invalid milestones: {milestones} (must be strictly increasing)")
-        _in_range("gamma", gamma, 0, math.inf, low_open=True)
+        check_range("gamma", gamma, 0, math.inf, low_inclusive=False)
         self.milestones = Counter(milestones)
         self.gamma = gamma
-        LRScheduler.__init__(self, optimizer, last_epoch)
+        super().__init__(optimizer, last_epoch)
 
     def get_lr(self) -> list[Any]:
         if self.last_epoch not in self.milestones:
@@ -227,7 +199,7 @@ class ExponentialLR(LRScheduler):
     """
 
     def __init__(self, optimizer: Optimizer, gamma: float, last_epoch: int = -1) -> None:
-        _in_range("gamma", gamma, 0, math.inf, low_open=True)
+        check_range("gamma", gamma, 0, math.inf, low_inclusive=False)
         self.gamma = gamma
         super().__init__(optimizer, last_epoch)
 
@@ -253,8 +225,8 @@ class ConstantLR(LRScheduler):
         total_iters: int = 5,
         last_epoch: int = -1,
     ) -> None:
-        _in_range("factor", factor, 0.0, 1.0)
-        _non_negative_int("total_iters", total_iters)
+        check_range("factor", factor, 0.0, 1.0)
+        check_integer("total_iters", total_iters)
         self.factor = factor
         self.total_iters = total_iters
         super().__init__(optimizer, last_epoch)
@@ -286,9 +258,9 @@ class LinearLR(LRScheduler):
         total_iters: int = 5,
         last_epoch: int = -1,
     ) -> None:
-        _in_range("start_factor", start_factor, 0.0, 1.0, low_open=True)
-        _in_range("end_factor", end_factor, 0.0, 1.0)
-        _positive_int("total_iters", total_iters)
+        check_range("start_factor", start_factor, 0.0, 1.0, low_inclusive=False)
+        check_range("end_factor", end_factor, 0.0, 1.0)
+        check_integer("total_iters", total_iters, 1)
         self.start_factor = start_factor
         self.end_factor = end_factor
         self.total_iters = total_iters
@@ -323,8 +295,8 @@ class PolynomialLR(LRScheduler):
     def __init__(
         self, optimizer: Optimizer, total_iters: int = 5, power: float = 1.0, last_epoch: int = -1
     ) -> None:
-        _positive_int("total_iters", total_iters)
-        _in_range("power", power, 0.0, math.inf)
+        check_integer("total_iters", total_iters, 1)
+        check_range("power", power, 0.0, math.inf)
         self.total_iters = total_iters
         self.power = power
         super().__init__(optimizer, last_epoch)
@@ -360,8 +332,8 @@ class CosineAnnealingLR(LRScheduler):
         eta_min: float = 0.0,
         last_epoch: int = -1,
     ) -> None:
-        _positive_int("T_max", T_max)
-        _in_range("eta_min", eta_min, 0.0, math.inf)
+        check_integer("T_max", T_max, 1)
+        check_range("eta_min", eta_min, 0.0, math.inf)
         self.T_max = T_max
         self.eta_min = eta_min
         super().__init__(optimizer, last_epoch)
@@ -412,9 +384,9 @@ class CosineAnnealingWarmRestarts(LRScheduler):
         eta_min: float = 0.0,
         last_epoch: int = -1,
     ) -> None:
-        _positive_int("T_0", T_0)
-        _positive_int("T_mult", T_mult)
-        _in_range("eta_min", eta_min, 0.0, math.inf)
+        check_integer("T_0", T_0, 1)
+        check_integer("T_mult", T_mult, 1)
+        check_range("eta_min", eta_min, 0.0, math.inf)
         self.T_0 = T_0
         self.T_i = T_0
         self.T_mult = T_mult
@@ -509,9 +481,9 @@ class CyclicLR(LRScheduler):
             for lr, group in zip(base_lrs, optimizer.param_groups, strict=True):
                 group["lr"] = lr
         self.max_lrs = _per_group("max_lr", optimizer, max_lr)
-        _positive_int("step_size_up", step_size_up)
+        check_integer("step_size_up", step_size_up, 1)
         if step_size_down is not None:
-            _positive_int("step_size_down", step_size_down)
+            check_integer("step_size_down", step_size_down, 1)
         up = float(step_size_up)
         down = float(step_size_down) if step_size_down is not None else up
         self.total_size = up + down
@@ -633,11 +605,11 @@ class OneCycleLR(LRScheduler):
     ) -> None:
         self.optimizer = optimizer
         if total_steps is not None:
-            _positive_int("total_steps", total_steps)
+            check_integer("total_steps", total_steps, 1)
             self.total_steps = total_steps
         elif epochs is not None and steps_per_epoch is not None:
-            _positive_int("epochs", epochs)
-            _positive_int("steps_per_epoch", steps_per_epoch)
+            check_integer("epochs", epochs, 1)
+            check_integer("steps_per_epoch", steps_per_epoch, 1)
             self.total_steps = epochs * steps_per_epoch
         else:
             raise ValueError(
@@ -645,13 +617,13 @@ class OneCycleLR(LRScheduler):
             )
         if not isinstance(pct_start, float):
             raise ValueError(f"Invalid pct_start: {pct_start!r} (must be a float in [0, 1])")
-        _in_range("pct_start", pct_start, 0.0, 1.0)
+        check_range("pct_start", pct_start, 0.0, 1.0)
         if anneal_strategy not in ("cos", "linear"):
             raise ValueError(
                 f"Invalid anneal_strategy: {anneal_strategy!r} (must be 'cos' or 'linear')"
             )
-        _in_range("div_factor", div_factor, 0.0, math.inf, low_open=True)
-        _in_range("final_div_factor", final_div_factor, 0.0, math.inf, low_open=True)
+        check_range("div_factor", div_factor, 0.0, math.inf, low_inclusive=False)
+        check_range("final_div_factor", final_div_factor, 0.0, math.inf, low_inclusive=False)
         warm_end = float(pct_start * self.total_steps) - 1
         phases = [("initial_lr", "max_lr", "max_momentum", "base_momentum", warm_end)]
         if three_phase:
@@ -742,9 +714,7 @@ class _Composite(LRScheduler):
         for index, scheduler in enumerate(schedulers):
             if not hasattr(scheduler, "optimizer"):
                 raise TypeError(f"Invalid schedulers: element {index} has no optimizer")
-            if isinstance(scheduler, ReduceLROnPlateau) or type(scheduler).__name__ == (
-                "ReduceLROnPlateau"
-            ):
+            if isinstance(scheduler, (ReduceLROnPlateau, torch_lr_scheduler.ReduceLROnPlateau)):
                 raise ValueError(
                     f"Invalid schedulers: element {index} is a ReduceLROnPlateau, "
                     f"whose step needs a metric; {name} cannot drive it"
@@ -860,11 +830,11 @@ class ReduceLROnPlateau(LRScheduler):
         min_lr: list[float] | float = 0,
         eps: float = 1e-8,
     ) -> None:
-        _in_range("factor", factor, 0.0, 1.0, high_open=True)
-        _non_negative_int("patience", patience)
-        _non_negative_int("cooldown", cooldown)
-        _in_range("threshold", threshold, 0.0, math.inf)
-        _in_range("eps", eps, 0.0, math.inf)
+        check_range("factor", factor, 0.0, 1.0, high_inclusive=False)
+        check_integer("patience", patience)
+        check_integer("cooldown", cooldown)
+        check_range("threshold", threshold, 0.0, math.inf)
+        check_range("eps", eps, 0.0, math.inf)
         self.factor = factor
         self.optimizer = optimizer
         if isinstance(min_lr, (list, tuple)):

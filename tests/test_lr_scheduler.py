@@ -210,7 +210,7 @@ def test_one_cycle_refuses_steps_beyond_total_steps():
     ("build", "error", "pattern"),
     [
         (lambda o: ours.StepLR(o, step_size=0), ValueError, r"Invalid step_size: 0"),
-        (lambda o: ours.StepLR(o, step_size=2.5), ValueError, r"Invalid step_size: 2\.5"),
+        (lambda o: ours.StepLR(o, step_size=2.5), TypeError, r"Invalid step_size: 2\.5"),
         (lambda o: ours.StepLR(o, step_size=5, gamma=0), ValueError, r"Invalid gamma: 0"),
         (lambda o: ours.ExponentialLR(o, gamma=-0.9), ValueError, r"Invalid gamma"),
         (lambda o: ours.MultiStepLR(o, milestones=[10, 5]), ValueError, r"strictly increasing"),
@@ -248,3 +248,11 @@ def test_one_cycle_refuses_steps_beyond_total_steps():
 def test_bad_arguments_are_refused_clearly(build, error, pattern):
     with pytest.raises(error, match=pattern):
         build(_optimizer("sgd"))
+
+
+@pytest.mark.parametrize("plateau_module", [ours, torch_sched], ids=["optimlib", "torch"])
+def test_composites_refuse_either_librarys_plateau_scheduler(plateau_module):
+    optimizer = _optimizer("sgd")
+    plateau = plateau_module.ReduceLROnPlateau(optimizer)
+    with pytest.raises(ValueError, match="ReduceLROnPlateau"):
+        ours.ChainedScheduler([ours.StepLR(optimizer, 5), plateau])
