@@ -129,3 +129,27 @@ def test_each_remaining_check_can_fail():
         check_optimizer(lambda p: LosesDtype(p))
     with pytest.raises(AssertionError, match=r"whose \.grad is None was changed"):
         check_optimizer(lambda p: TouchesGradless(p, lr=0.1))
+
+
+def test_compare_optimizers_measures_differences_and_refuses_divergence():
+    from optimlib.functions import Rosenbrock
+    from optimlib.testing import compare_optimizers
+
+    rosenbrock = Rosenbrock()
+    same = compare_optimizers(
+        rosenbrock,
+        optimlib.SGD,
+        torch.optim.SGD,
+        [{"lr": 1e-3}, {"lr": 1e-3, "momentum": 0.9}],
+        [-1.5, 2.0],
+        50,
+    )
+    assert same == 0.0
+    differ = compare_optimizers(
+        rosenbrock, optimlib.SGD, optimlib.Adam, [{"lr": 1e-3}], [-1.5, 2.0], 50, foreach=(None,)
+    )
+    assert differ > 1e-3
+    with pytest.raises(AssertionError, match="diverged"):
+        compare_optimizers(
+            rosenbrock, optimlib.SGD, torch.optim.SGD, [{"lr": 0.1}], [-1.5, 2.0], 50
+        )
