@@ -2,11 +2,16 @@
 
 Every optimizer is a from-scratch subclass of :class:`torch.optim.Optimizer`
 that matches its ``torch.optim`` twin number for number, so it can be dropped
-into existing training code. The package also carries the book's helpers:
-objective functions to optimize, plotting, and device selection.
+into existing training code. With them come the learning-rate schedulers
+(:mod:`optimlib.lr_scheduler`), a test kit for optimizers of your own
+(:mod:`optimlib.testing`) and device selection. All of it needs torch alone.
+
+The book's helpers (objective functions, trajectories, plots, teaching
+optimizers) live apart, in :mod:`optimlib.book`, which this package never
+imports.
 """
 
-from optimlib import functions, lr_scheduler, optimizer, plotting, testing
+from optimlib import lr_scheduler, optimizer, testing
 from optimlib.adadelta import Adadelta
 from optimlib.adagrad import Adagrad
 from optimlib.adam import Adam, AdamW
@@ -21,7 +26,6 @@ from optimlib.random_scale_sgd import RandomScaleSGD
 from optimlib.rmsprop import RMSprop
 from optimlib.rprop import Rprop
 from optimlib.sgd import SGD
-from optimlib.trajectory import Trajectory, follow
 
 __version__ = "0.1.0"
 
@@ -40,14 +44,10 @@ __all__ = [
     "RMSprop",
     "RandomScaleSGD",
     "Rprop",
-    "Trajectory",
     "__version__",
     "available_devices",
     "default_device",
-    "follow",
-    "functions",
     "lr_scheduler",
     "optimizer",
-    "plotting",
     "testing",
 ]

@@ -9,7 +9,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from optimlib.functions import Himmelblau, Quadratic, Rosenbrock
+from optimlib.book.functions import Himmelblau, Quadratic, Rosenbrock
 
 OBJECTIVES = [
     Quadratic.with_condition_number(10.0),

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.book_helpers import CHAPTERS, REPO_ROOT, colab_url
+from tests.book.book_helpers import CHAPTERS, REPO_ROOT, colab_url
 
 pytestmark = [pytest.mark.book, pytest.mark.browser]
 

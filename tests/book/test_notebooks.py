@@ -16,7 +16,13 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from tests.book_helpers import CHAPTERS, REPO_ROOT, book_config, toc_files
+from tests.book.book_helpers import (
+    CHAPTERS,
+    IPYTHON_PROFILES,
+    REPO_ROOT,
+    book_config,
+    toc_files,
+)
 
 
 def _code_cells(notebook: Path) -> list:
@@ -101,7 +107,7 @@ def test_strict_nbval_fails_when_a_stored_number_changes(tmp_path):
         capture_output=True,
         text=True,
         timeout=600,
-        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT), "IPYTHONDIR": str(IPYTHON_PROFILES)},
     )
     assert result.returncode == 1, result.stdout[-3000:]
     assert "76.5" in result.stdout and "1 failed" in result.stdout

@@ -15,7 +15,7 @@ import pytest
 import torch
 from torch import Tensor
 
-from tests.optimizer_cases import OPTIMIZERS, OptimizerInfo, all_configs, one_config_each
+from tests.library.optimizer_cases import OPTIMIZERS, OptimizerInfo, all_configs, one_config_each
 
 STEPS = 60
 

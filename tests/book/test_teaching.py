@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 
-from optimlib.teaching import MinimalSGD
+from optimlib.book.teaching import (
+    DataRebindingSGD,
+    MinimalSGD,
+    NaiveRandomLRSGD,
+    OutsideCounterSGD,
+)
+from optimlib.testing import check_optimizer
 
 
 def _tensors(seed: int = 0) -> list[torch.Tensor]:
@@ -113,3 +121,29 @@ def test_closure_is_evaluated_with_gradients():
     with torch.no_grad():
         loss = optimizer.step(closure)
     assert loss.grad_fn is not None  # the closure ran with gradients enabled
+
+
+@pytest.mark.parametrize(
+    ("factory", "check", "detail"),
+    [
+        (
+            lambda p: NaiveRandomLRSGD(p, lr=0.1),
+            "step(closure) calls the closure",
+            "never called the closure",
+        ),
+        (
+            lambda p: DataRebindingSGD(p, lr=0.1),
+            "the update is in place",
+            r"storage was replaced \(as 'param\.data = \.\.\.' does\)",
+        ),
+        (
+            lambda p: OutsideCounterSGD(p, lr=0.1),
+            "a checkpoint resumes exactly",
+            "did not continue like the uninterrupted one",
+        ),
+    ],
+    ids=["naive", "rebinds param.data", "counter outside state"],
+)
+def test_planted_faults_are_named(factory, check, detail):
+    with pytest.raises(AssertionError, match=rf"'{re.escape(check)}.*' failed: .*{detail}"):
+        check_optimizer(factory)

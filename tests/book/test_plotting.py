@@ -11,8 +11,9 @@ import torch
 from matplotlib.contour import ContourSet
 
 import optimlib
-from optimlib.functions import Quadratic, Rosenbrock
-from optimlib.plotting import plot_contours, plot_losses
+from optimlib.book import follow
+from optimlib.book.functions import Quadratic, Rosenbrock
+from optimlib.book.plotting import plot_contours, plot_losses
 
 
 def _lines_by_label(ax):
@@ -21,8 +22,8 @@ def _lines_by_label(ax):
 
 def test_contours_show_level_sets_minimum_and_each_path():
     bowl = Quadratic.with_condition_number(10.0)
-    slow = optimlib.follow(bowl, lambda p: optimlib.SGD(p, lr=0.02), [1.5, 1.0], 10)
-    fast = optimlib.follow(bowl, lambda p: optimlib.SGD(p, lr=0.15), [1.5, 1.0], 10)
+    slow = follow(bowl, lambda p: optimlib.SGD(p, lr=0.02), [1.5, 1.0], 10)
+    fast = follow(bowl, lambda p: optimlib.SGD(p, lr=0.15), [1.5, 1.0], 10)
     ax = plot_contours(bowl, {"lr 0.02": slow, "lr 0.15": fast})
 
     contour_sets = [artist for artist in ax.get_children() if isinstance(artist, ContourSet)]
@@ -67,7 +68,7 @@ def test_contours_reject_other_dimensions():
 
 def test_loss_curves_plot_each_curve_and_stop_at_divergence():
     bowl = Quadratic.with_condition_number(10.0)
-    converging = optimlib.follow(bowl, lambda p: optimlib.SGD(p, lr=0.1), [1.0, 1.0], 20)
+    converging = follow(bowl, lambda p: optimlib.SGD(p, lr=0.1), [1.0, 1.0], 20)
     curves = {"converges": converging, "diverges": [1.0, 10.0, 100.0, math.inf, math.nan]}
     ax = plot_losses(curves)
     lines = _lines_by_label(ax)
@@ -102,7 +103,7 @@ def test_schedules_are_drawn_side_by_side_with_their_values():
         "step": lambda opt: StepLR(opt, step_size=2, gamma=0.5),
         "constant": lambda opt: StepLR(opt, step_size=100),
     }
-    ax = optimlib.plotting.plot_schedules(schedules, steps=5, lr=0.2)
+    ax = optimlib.book.plotting.plot_schedules(schedules, steps=5, lr=0.2)
     lines = _lines_by_label(ax)
     np.testing.assert_allclose(lines["step"].get_ydata(), [0.2, 0.2, 0.1, 0.1, 0.05, 0.05])
     np.testing.assert_allclose(lines["constant"].get_ydata(), [0.2] * 6)

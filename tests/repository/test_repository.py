@@ -19,8 +19,10 @@ import yaml
 from packaging.requirements import Requirement
 
 import optimlib
-from tests.book_helpers import REPO_ROOT
 
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+DISTRIBUTION = "optimizers-from-scratch"
 PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9_.\-]*)==(\S+)$")
 
 
@@ -49,7 +51,7 @@ def _direct_requirements() -> list[str]:
     """Runtime, book and test requirements that apply to this Python."""
     project = _pyproject()["project"]
     extras = project["optional-dependencies"]
-    requirements = project["dependencies"] + extras["book"] + extras["test"]
+    requirements = project["dependencies"] + extras["book"] + extras["docs"] + extras["test"]
     return [
         requirement
         for requirement in requirements
@@ -116,7 +118,7 @@ def test_the_installed_environment_follows_the_constraints():
 
 
 def test_package_version_and_type_marker():
-    assert optimlib.__version__ == importlib.metadata.version("optimlib")
+    assert optimlib.__version__ == importlib.metadata.version(DISTRIBUTION)
     assert (REPO_ROOT / "optimlib" / "py.typed").is_file()
 
 

@@ -17,8 +17,8 @@ from matplotlib.axes import Axes
 from torch import Tensor
 from torch.optim import Optimizer
 
-from optimlib.functions import Objective
-from optimlib.trajectory import Trajectory
+from optimlib.book.functions import Objective
+from optimlib.book.trajectory import Trajectory
 
 Curve = Sequence[float] | Tensor | np.ndarray
 

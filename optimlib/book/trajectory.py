@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from optimlib.functions import Objective
+from optimlib.book.functions import Objective
 
 OptimizerFactory = Callable[[list[Tensor]], torch.optim.Optimizer]
 

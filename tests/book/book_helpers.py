@@ -7,10 +7,12 @@ from pathlib import Path
 
 import yaml
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 # The jupyter-book command of the running interpreter, whatever is first on PATH.
 JUPYTER_BOOK = (sys.executable, "-c", "from jupyter_book.cli.main import main; main()")
 CHAPTERS = sorted((REPO_ROOT / "chapters").glob("*.ipynb"))
+#: The quiet kernel profile that chapters/conftest.py gives nbval's kernels.
+IPYTHON_PROFILES = REPO_ROOT / "tests" / "book" / "ipython"
 
 
 def book_config() -> dict:
