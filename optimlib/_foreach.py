@@ -2,19 +2,21 @@
 
 Each optimizer has a per-tensor for-loop reference and a foreach version that
 must give the same numbers. The choice between them is made here, once, for
-every optimizer.
+every optimizer, and so is the split of a step's tensors into the buckets of
+one device and one dtype that foreach kernels need.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Hashable, Sequence
+from typing import Any, TypeVar
 
-import torch
 from torch import Tensor
 
 #: Device types whose foreach kernels really launch one kernel for many tensors.
 FOREACH_DEVICE_TYPES = ("cuda", "xpu", "mtia")
+
+T = TypeVar("T")
 
 
 def use_foreach(foreach: bool | None, params: Sequence[Tensor], grads: Sequence[Tensor]) -> bool:
@@ -32,33 +34,32 @@ def use_foreach(foreach: bool | None, params: Sequence[Tensor], grads: Sequence[
     return bool(params) and all(p.device.type in FOREACH_DEVICE_TYPES for p in params)
 
 
-def bucket_indices(tensors: Sequence[Tensor]) -> list[list[int]]:
-    """Positions of ``tensors`` split into buckets of one device and one dtype.
+def group_by_device_and_dtype(
+    tensor_lists: Sequence[Sequence[T]],
+    extra_key: Callable[[Tensor], Hashable] | None = None,
+) -> list[tuple[list[int], list[list[T]]]]:
+    """Split parallel lists into buckets of one device and one dtype, all at once.
 
-    ``torch._foreach_*`` kernels need every tensor of a call on one device with
-    one dtype; parallel lists (parameters, gradients, state) are indexed with
-    the same positions so that they stay aligned.
+    ``tensor_lists[0]`` holds the parameters; the other lists (gradients, each
+    state entry, possibly holding ``None``) are split at the same positions so
+    that they stay aligned. ``extra_key(param)`` splits the buckets further
+    (Adafactor's matrices from its vectors, say). Returns, per bucket, the
+    positions it took and its lists. Like ``torch.optim``'s
+    ``_group_tensors_by_device_and_dtype``, without its private API.
     """
-    buckets: dict[tuple[torch.device, torch.dtype], list[int]] = defaultdict(list)
-    for index, tensor in enumerate(tensors):
-        buckets[(tensor.device, tensor.dtype)].append(index)
-    return list(buckets.values())
+    params = tensor_lists[0]
+    positions: dict[Hashable, list[int]] = {}
+    for index, param in enumerate(params):
+        key: Any = (param.device, param.dtype)  # type: ignore[attr-defined]
+        if extra_key is not None:
+            key = (*key, extra_key(param))  # type: ignore[arg-type]
+        positions.setdefault(key, []).append(index)
+    return [
+        (indices, [[values[i] for i in indices] for values in tensor_lists])
+        for indices in positions.values()
+    ]
 
 
-def pick(tensors: Sequence[Tensor], indices: Sequence[int]) -> list[Tensor]:
-    return [tensors[index] for index in indices]
-
-
-def to_scalar(value: float | Tensor) -> float | Tensor:
-    """A hyperparameter as ``torch.optim`` computes with it.
-
-    A one-element tensor (an ``lr`` that a scheduler updates in place, say)
-    stays a 0-d tensor, so values derived from it round in its dtype exactly as
-    they do in ``torch.optim``; kernels receive them through ``float()``.
-    """
-    return value.squeeze() if isinstance(value, Tensor) else value
-
-
-def numbers(values: list[float | Tensor]) -> list[float]:
+def numbers(values: Sequence[float | Tensor]) -> list[float]:
     """Per-tensor scalars for a foreach kernel, as plain Python numbers."""
     return [float(value) for value in values]

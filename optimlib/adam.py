@@ -2,23 +2,96 @@ r"""Adam and AdamW: momentum and per-coordinate scaling, with bias correction.""
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import Tensor
 
-from optimlib._foreach import bucket_indices, numbers, pick, to_scalar
+from optimlib._foreach import numbers
 from optimlib._functional import (
     advance,
     bias_correction,
     foreach_regularized_direction,
     foreach_update_moments,
-    new_counter,
     regularized_direction,
     update_moments,
 )
 from optimlib._validation import check_betas, check_bool, check_common
-from optimlib.optimizer import Optimizer, ParamsT
+from optimlib.optimizer import Optimizer, ParamsT, counter, defaults_from, spec, zeros
+
+
+def adam_for_loop(
+    params: list[Tensor],
+    grads: list[Tensor],
+    exp_avgs: list[Tensor],
+    exp_avg_sqs: list[Tensor],
+    max_exp_avg_sqs: list[Tensor | None],
+    steps: list[Tensor],
+    *,
+    lr: float,
+    betas: tuple[float, float],
+    eps: float,
+    weight_decay: float,
+    decoupled_weight_decay: bool,
+    amsgrad: bool,
+    maximize: bool,
+) -> None:
+    """The reference implementation: one update per tensor."""
+    beta1, beta2 = betas
+    for i, (param, grad, step) in enumerate(zip(params, grads, advance(steps), strict=True)):
+        direction = regularized_direction(
+            param,
+            grad,
+            lr=lr,
+            weight_decay=weight_decay,
+            decoupled=decoupled_weight_decay,
+            maximize=maximize,
+        )
+        update_moments(exp_avgs[i], exp_avg_sqs[i], direction, beta1=beta1, beta2=beta2)
+        second_moment = exp_avg_sqs[i]
+        if amsgrad:
+            torch.maximum(max_exp_avg_sqs[i], exp_avg_sqs[i], out=max_exp_avg_sqs[i])
+            second_moment = max_exp_avg_sqs[i]
+        step_size = lr / bias_correction(beta1, step)
+        denominator = (second_moment.sqrt() / bias_correction(beta2, step) ** 0.5).add_(eps)
+        param.addcdiv_(exp_avgs[i], denominator, value=-step_size)
+
+
+def adam_foreach(
+    params: list[Tensor],
+    grads: list[Tensor],
+    exp_avgs: list[Tensor],
+    exp_avg_sqs: list[Tensor],
+    max_exp_avg_sqs: list[Tensor | None],
+    steps: list[Tensor],
+    *,
+    lr: float,
+    betas: tuple[float, float],
+    eps: float,
+    weight_decay: float,
+    decoupled_weight_decay: bool,
+    amsgrad: bool,
+    maximize: bool,
+) -> None:
+    """The same update as :func:`adam_for_loop`, on tensors of one device and dtype."""
+    beta1, beta2 = betas
+    counts = advance(steps)
+    directions = foreach_regularized_direction(
+        params,
+        grads,
+        lr=lr,
+        weight_decay=weight_decay,
+        decoupled=decoupled_weight_decay,
+        maximize=maximize,
+    )
+    foreach_update_moments(exp_avgs, exp_avg_sqs, directions, beta1=beta1, beta2=beta2)
+    second_moments = exp_avg_sqs
+    if amsgrad:
+        torch._foreach_maximum_(max_exp_avg_sqs, exp_avg_sqs)
+        second_moments = max_exp_avg_sqs
+    denominators = torch._foreach_sqrt(second_moments)
+    torch._foreach_div_(denominators, [bias_correction(beta2, t) ** 0.5 for t in counts])
+    torch._foreach_add_(denominators, eps)
+    step_sizes = [-lr / bias_correction(beta1, t) for t in counts]
+    torch._foreach_addcdiv_(params, exp_avgs, denominators, numbers(step_sizes))
 
 
 class Adam(Optimizer):
@@ -41,6 +114,11 @@ class Adam(Optimizer):
     (:math:`v`) and, with ``amsgrad``, ``max_exp_avg_sq`` (:math:`\hat v`).
     """
 
+    state_spec = spec(
+        exp_avg=zeros(), exp_avg_sq=zeros(), max_exp_avg_sq=zeros(when="amsgrad"), step=counter()
+    )
+    for_loop_update, foreach_update = adam_for_loop, adam_foreach
+
     def __init__(
         self,
         params: ParamsT,
@@ -60,53 +138,7 @@ class Adam(Optimizer):
         check_common(lr, eps, weight_decay, amsgrad=amsgrad, foreach=foreach, maximize=maximize)
         check_betas(betas)
         check_bool("decoupled_weight_decay", decoupled_weight_decay)
-        defaults = {
-            "lr": lr,
-            "betas": betas,
-            "eps": eps,
-            "weight_decay": weight_decay,
-            "amsgrad": amsgrad,
-            "maximize": maximize,
-            "foreach": foreach,
-            "capturable": capturable,
-            "differentiable": differentiable,
-            "fused": fused,
-            "decoupled_weight_decay": decoupled_weight_decay,
-        }
-        super().__init__(params, defaults)
-
-    def update_group(
-        self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor], *, foreach: bool
-    ) -> None:
-        def initial(param: Tensor) -> dict[str, Tensor]:
-            state = {
-                "step": new_counter(),
-                "exp_avg": torch.zeros_like(param),
-                "exp_avg_sq": torch.zeros_like(param),
-            }
-            if group["amsgrad"]:
-                state["max_exp_avg_sq"] = torch.zeros_like(param)
-            return state
-
-        states = self.states(params, initial)
-        update = adam_foreach if foreach else adam_for_loop
-        beta1, beta2 = (to_scalar(beta) for beta in group["betas"])
-        update(
-            params,
-            grads,
-            [state["exp_avg"] for state in states],
-            [state["exp_avg_sq"] for state in states],
-            [state.get("max_exp_avg_sq") for state in states],
-            [state["step"] for state in states],
-            lr=to_scalar(group["lr"]),
-            beta1=beta1,
-            beta2=beta2,
-            eps=group["eps"],
-            weight_decay=group["weight_decay"],
-            decoupled_weight_decay=group.get("decoupled_weight_decay", False),
-            amsgrad=group["amsgrad"],
-            maximize=group["maximize"],
-        )
+        super().__init__(params, defaults_from(locals()))
 
 
 class AdamW(Adam):
@@ -148,82 +180,3 @@ class AdamW(Adam):
             fused=fused,
             decoupled_weight_decay=True,
         )
-
-
-def adam_for_loop(
-    params: list[Tensor],
-    grads: list[Tensor],
-    exp_avgs: list[Tensor],
-    exp_avg_sqs: list[Tensor],
-    max_exp_avg_sqs: list[Tensor | None],
-    steps: list[Tensor],
-    *,
-    lr: float,
-    beta1: float,
-    beta2: float,
-    eps: float,
-    weight_decay: float,
-    decoupled_weight_decay: bool,
-    amsgrad: bool,
-    maximize: bool,
-) -> None:
-    """The reference implementation: one update per tensor."""
-    for i, (param, grad, step) in enumerate(zip(params, grads, advance(steps), strict=True)):
-        direction = regularized_direction(
-            param,
-            grad,
-            lr=lr,
-            weight_decay=weight_decay,
-            decoupled=decoupled_weight_decay,
-            maximize=maximize,
-        )
-        update_moments(exp_avgs[i], exp_avg_sqs[i], direction, beta1=beta1, beta2=beta2)
-        second_moment = exp_avg_sqs[i]
-        if amsgrad:
-            torch.maximum(max_exp_avg_sqs[i], exp_avg_sqs[i], out=max_exp_avg_sqs[i])
-            second_moment = max_exp_avg_sqs[i]
-        step_size = lr / bias_correction(beta1, step)
-        denominator = (second_moment.sqrt() / bias_correction(beta2, step) ** 0.5).add_(eps)
-        param.addcdiv_(exp_avgs[i], denominator, value=-step_size)
-
-
-def adam_foreach(
-    params: list[Tensor],
-    grads: list[Tensor],
-    exp_avgs: list[Tensor],
-    exp_avg_sqs: list[Tensor],
-    max_exp_avg_sqs: list[Tensor | None],
-    steps: list[Tensor],
-    *,
-    lr: float,
-    beta1: float,
-    beta2: float,
-    eps: float,
-    weight_decay: float,
-    decoupled_weight_decay: bool,
-    amsgrad: bool,
-    maximize: bool,
-) -> None:
-    """The same update as :func:`adam_for_loop`, a few kernels per device and dtype."""
-    for indices in bucket_indices(params):
-        bucket_params = pick(params, indices)
-        averages, squares = pick(exp_avgs, indices), pick(exp_avg_sqs, indices)
-        counts = advance(pick(steps, indices))
-        directions = foreach_regularized_direction(
-            bucket_params,
-            pick(grads, indices),
-            lr=lr,
-            weight_decay=weight_decay,
-            decoupled=decoupled_weight_decay,
-            maximize=maximize,
-        )
-        foreach_update_moments(averages, squares, directions, beta1=beta1, beta2=beta2)
-        if amsgrad:
-            maxima = pick(max_exp_avg_sqs, indices)
-            torch._foreach_maximum_(maxima, squares)
-            squares = maxima
-        denominators = torch._foreach_sqrt(squares)
-        torch._foreach_div_(denominators, [bias_correction(beta2, t) ** 0.5 for t in counts])
-        torch._foreach_add_(denominators, eps)
-        step_sizes = [-lr / bias_correction(beta1, t) for t in counts]
-        torch._foreach_addcdiv_(bucket_params, averages, denominators, numbers(step_sizes))

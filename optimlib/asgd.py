@@ -2,100 +2,19 @@ r"""ASGD: stochastic gradient descent with a decaying step and an averaged itera
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import Tensor
 
-from optimlib._foreach import bucket_indices, pick, to_scalar
-from optimlib._functional import advance, descent_direction, foreach_descent_direction, scalar_dtype
+from optimlib._functional import advance, descent_direction, foreach_descent_direction
 from optimlib._validation import check_common, check_non_negative
-from optimlib.optimizer import Optimizer, ParamsT
-
-
-class ASGD(Optimizer):
-    r"""Averaged SGD (Polyak and Juditsky, 1992), a drop-in twin of :class:`torch.optim.ASGD`.
-
-    .. math::
-
-        d_t &= \pm g_t + \lambda \theta_{t-1} \\
-        \theta_t &= (1 - \lambda_{\text{ASGD}}\, \eta_{t-1})\, \theta_{t-1} - \eta_{t-1} d_t \\
-        \bar\theta_t &= \bar\theta_{t-1} + \mu_{t-1} (\theta_t - \bar\theta_{t-1}) \\
-        \eta_t &= \frac{\gamma}{(1 + \lambda_{\text{ASGD}}\, \gamma\, t)^{\alpha}}, \qquad
-        \mu_t = \frac{1}{\max(1, t - t_0)}
-
-    with :math:`\lambda_{\text{ASGD}}` = ``lambd``, :math:`\alpha` = ``alpha``
-    and :math:`t_0` = ``t0``. The parameters follow SGD with a slowly decaying
-    step; the average :math:`\bar\theta` (``state["ax"]``) starts averaging
-    after step :math:`t_0` and is the estimate Polyak and Juditsky prove
-    optimal. Copy it into the model for evaluation. State: ``step``, ``eta``,
-    ``mu`` and ``ax``, the scalars as 0-d tensors on the parameter's device.
-    """
-
-    scalar_state_keys = ("eta", "mu")
-
-    def __init__(
-        self,
-        params: ParamsT,
-        lr: float | Tensor = 1e-2,
-        lambd: float = 1e-4,
-        alpha: float = 0.75,
-        t0: float = 1e6,
-        weight_decay: float = 0,
-        foreach: bool | None = None,
-        maximize: bool = False,
-        differentiable: bool = False,
-        capturable: bool = False,
-    ) -> None:
-        check_common(lr, weight_decay=weight_decay, foreach=foreach, maximize=maximize)
-        check_non_negative("lambd", lambd)
-        check_non_negative("alpha", alpha)
-        check_non_negative("t0", t0)
-        defaults = {
-            "lr": lr,
-            "lambd": lambd,
-            "alpha": alpha,
-            "t0": t0,
-            "weight_decay": weight_decay,
-            "foreach": foreach,
-            "maximize": maximize,
-            "differentiable": differentiable,
-            "capturable": capturable,
-        }
-        super().__init__(params, defaults)
-
-    def update_group(
-        self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor], *, foreach: bool
-    ) -> None:
-        lr = to_scalar(group["lr"])
-
-        def initial(param: Tensor) -> dict[str, Tensor]:
-            def scalar(value: float | Tensor) -> Tensor:
-                return torch.as_tensor(value, dtype=scalar_dtype(), device=param.device).clone()
-
-            return {
-                "step": scalar(0.0),
-                "eta": scalar(lr),
-                "mu": scalar(1.0),
-                "ax": torch.zeros_like(param),
-            }
-
-        states = self.states(params, initial)
-        update = asgd_foreach if foreach else asgd_for_loop
-        update(
-            params,
-            grads,
-            [state["ax"] for state in states],
-            [state["eta"] for state in states],
-            [state["mu"] for state in states],
-            [state["step"] for state in states],
-            lr=lr,
-            lambd=group["lambd"],
-            alpha=group["alpha"],
-            t0=group["t0"],
-            weight_decay=group["weight_decay"],
-            maximize=group["maximize"],
-        )
+from optimlib.optimizer import (
+    Optimizer,
+    ParamsT,
+    defaults_from,
+    scalar_on_device,
+    spec,
+    zeros,
+)
 
 
 def _next_schedule(
@@ -155,18 +74,60 @@ def asgd_foreach(
     weight_decay: float,
     maximize: bool,
 ) -> None:
-    """The same update as :func:`asgd_for_loop`, a few kernels per device and dtype."""
-    for indices in bucket_indices(params):
-        bucket_params = pick(params, indices)
-        counts = advance(pick(steps, indices))
-        bucket_etas, bucket_mus = pick(etas, indices), pick(mus, indices)
-        directions = foreach_descent_direction(
-            bucket_params, pick(grads, indices), weight_decay=weight_decay, maximize=maximize
-        )
-        step_sizes = [eta.item() for eta in bucket_etas]
-        torch._foreach_mul_(bucket_params, [1 - lambd * size for size in step_sizes])
-        torch._foreach_add_(bucket_params, torch._foreach_mul(directions, [-s for s in step_sizes]))
-        for param, ax, mu in zip(bucket_params, pick(axs, indices), bucket_mus, strict=True):
-            _average(ax, param, mu)
-        for eta, mu, step in zip(bucket_etas, bucket_mus, counts, strict=True):
-            _next_schedule(eta, mu, lr=lr, lambd=lambd, alpha=alpha, t0=t0, step=step)
+    """The same update as :func:`asgd_for_loop`, on tensors of one device and dtype."""
+    counts = advance(steps)
+    directions = foreach_descent_direction(
+        params, grads, weight_decay=weight_decay, maximize=maximize
+    )
+    step_sizes = [eta.item() for eta in etas]
+    torch._foreach_mul_(params, [1 - lambd * size for size in step_sizes])
+    torch._foreach_add_(params, torch._foreach_mul(directions, [-s for s in step_sizes]))
+    for param, ax, mu in zip(params, axs, mus, strict=True):
+        _average(ax, param, mu)
+    for eta, mu, step in zip(etas, mus, counts, strict=True):
+        _next_schedule(eta, mu, lr=lr, lambd=lambd, alpha=alpha, t0=t0, step=step)
+
+
+class ASGD(Optimizer):
+    r"""Averaged SGD (Polyak and Juditsky, 1992), a drop-in twin of :class:`torch.optim.ASGD`.
+
+    .. math::
+
+        d_t &= \pm g_t + \lambda \theta_{t-1} \\
+        \theta_t &= (1 - \lambda_{\text{ASGD}}\, \eta_{t-1})\, \theta_{t-1} - \eta_{t-1} d_t \\
+        \bar\theta_t &= \bar\theta_{t-1} + \mu_{t-1} (\theta_t - \bar\theta_{t-1}) \\
+        \eta_t &= \frac{\gamma}{(1 + \lambda_{\text{ASGD}}\, \gamma\, t)^{\alpha}}, \qquad
+        \mu_t = \frac{1}{\max(1, t - t_0)}
+
+    with :math:`\lambda_{\text{ASGD}}` = ``lambd``, :math:`\alpha` = ``alpha``
+    and :math:`t_0` = ``t0``. The parameters follow SGD with a slowly decaying
+    step; the average :math:`\bar\theta` (``state["ax"]``) starts averaging
+    after step :math:`t_0` and is the estimate Polyak and Juditsky prove
+    optimal. Copy it into the model for evaluation. State: ``step``, ``eta``,
+    ``mu`` and ``ax``, the scalars as 0-d tensors on the parameter's device.
+    """
+
+    state_spec = spec(
+        ax=zeros(), eta=scalar_on_device("lr"), mu=scalar_on_device(1.0), step=scalar_on_device(0.0)
+    )
+    for_loop_update, foreach_update = asgd_for_loop, asgd_foreach
+
+
+    def __init__(
+        self,
+        params: ParamsT,
+        lr: float | Tensor = 1e-2,
+        lambd: float = 1e-4,
+        alpha: float = 0.75,
+        t0: float = 1e6,
+        weight_decay: float = 0,
+        foreach: bool | None = None,
+        maximize: bool = False,
+        differentiable: bool = False,
+        capturable: bool = False,
+    ) -> None:
+        check_common(lr, weight_decay=weight_decay, foreach=foreach, maximize=maximize)
+        check_non_negative("lambd", lambd)
+        check_non_negative("alpha", alpha)
+        check_non_negative("t0", t0)
+        super().__init__(params, defaults_from(locals()))

@@ -8,9 +8,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from optimlib._foreach import to_scalar
 from optimlib._validation import check_bool, check_integer, check_non_negative
-from optimlib.optimizer import Optimizer, ParamsT
+from optimlib.optimizer import Optimizer, ParamsT, to_scalar
 
 LINE_SEARCHES = (None, "strong_wolfe")
 

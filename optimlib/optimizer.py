@@ -5,44 +5,174 @@
 scratch. What every optimlib algorithm adds on top is the same each time, so
 it lives here once:
 
-- argument checks that name the argument (:mod:`optimlib._validation`);
-- refusing torch options optimlib does not implement (``fused=True``, ...);
-- the step loop: closure evaluated with gradients enabled, parameters without
-  a gradient skipped, and the choice between the for-loop and the foreach
-  implementation made in one place (:func:`optimlib._foreach.use_foreach`).
+- the step loop: the closure evaluated with gradients enabled, every group
+  checked before any is updated, parameters without a gradient skipped;
+- per-parameter state created lazily from the class's declaration
+  (:attr:`Optimizer.state_spec`);
+- the choice between the for-loop and the foreach implementation, made in one
+  place (:func:`optimlib._foreach.use_foreach`), with the foreach one called
+  once per bucket of one device and one dtype;
+- each group's hyperparameters forwarded, by name, to the implementation.
 
-An algorithm subclasses :class:`Optimizer` and implements
-:meth:`Optimizer.update_group`.
+An algorithm is then its maths (the class docstring), its constructor (the
+argument checks), its state declaration, and two functions with the same
+signature: a readable for-loop and a multi-tensor (foreach) twin::
+
+    def adam_for_loop(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps,
+                      *, lr, betas, eps, weight_decay, amsgrad, ...): ...
+
+    class Adam(Optimizer):
+        state_spec = spec(exp_avg=zeros(), exp_avg_sq=zeros(),
+                          max_exp_avg_sq=zeros(when="amsgrad"), step=counter())
+        for_loop_update, foreach_update = adam_for_loop, adam_foreach
+
+The functions take the parameters, their gradients, then one list per state
+entry in the order of ``state_spec``; their keyword-only arguments are read
+from the parameter group under the same names.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from typing import Any
+import inspect
+from collections.abc import Callable, Hashable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
 
-from optimlib._foreach import use_foreach
-from optimlib._functional import scalar_dtype
+from optimlib._foreach import group_by_device_and_dtype, use_foreach
+from optimlib._functional import new_counter, scalar_dtype
 from optimlib._validation import check_foreach, check_implemented, check_params
 
 ParamsT = Iterable[Tensor] | Iterable[dict[str, Any]]
+#: An update implementation: ``(params, grads, *state_lists, **hyperparameters)``.
+UpdateFn = Callable[..., None]
+
+
+def to_scalar(value: Any) -> Any:
+    """A hyperparameter as ``torch.optim`` computes with it.
+
+    A one-element tensor (an ``lr`` that a scheduler updates in place, say)
+    becomes a 0-d tensor, so values derived from it round in its dtype exactly
+    as they do in ``torch.optim``; kernels receive them through ``float()``.
+    Tuples (``betas``) are converted element by element; anything else is
+    returned as it is.
+    """
+    if isinstance(value, Tensor):
+        return value.squeeze()
+    if isinstance(value, tuple):
+        return tuple(to_scalar(element) for element in value)
+    return value
+
+
+def defaults_from(arguments: Mapping[str, Any]) -> dict[str, Any]:
+    """A constructor's arguments, less ``self`` and ``params``: the groups' defaults.
+
+    Call it as ``defaults_from(locals())`` from the constructor; local names
+    the constructor binds itself are left out, so only its arguments count.
+    """
+    frame = inspect.currentframe()
+    caller = frame.f_back.f_code if frame is not None and frame.f_back is not None else None
+    if caller is None:
+        names: tuple[str, ...] = tuple(arguments)
+    else:
+        names = caller.co_varnames[: caller.co_argcount + caller.co_kwonlyargcount]
+    return {name: arguments[name] for name in names if name not in ("self", "params")}
+
+
+@dataclass(frozen=True)
+class State:
+    """How one entry of a parameter's state begins.
+
+    ``create(param, group)`` makes the initial tensor; ``None`` means the update
+    creates the entry itself (SGD's momentum buffer starts as a copy of the
+    first direction), and what it leaves in its list is stored. ``when`` names
+    a group option: the entry exists only where that option is truthy
+    (``"amsgrad"``). ``scalar`` marks 0-d state kept in the scalar dtype
+    (float32) whatever the parameter's dtype, as ``torch.optim`` keeps it.
+    """
+
+    create: Callable[[Tensor, dict[str, Any]], Tensor] | None
+    when: str | None = None
+    scalar: bool = False
+
+
+def spec(**entries: State) -> Mapping[str, State]:
+    """A state declaration: each entry's name and how it begins, in the update's order."""
+    return entries
+
+
+def zeros(when: str | None = None) -> State:
+    """A tensor of zeros shaped like the parameter (moments, buffers)."""
+    return State(lambda param, group: torch.zeros_like(param), when)
+
+
+def filled(option: str, when: str | None = None) -> State:
+    """A tensor shaped like the parameter, filled with the group's ``option``."""
+    return State(lambda param, group: torch.full_like(param, to_scalar(group[option])), when)
+
+
+def counter(start: float = 0.0) -> State:
+    """A 0-d counter on the CPU (a step count, a running product), as torch.optim keeps it."""
+    return State(lambda param, group: new_counter(start), scalar=True)
+
+
+def scalar_on_device(start: float | str) -> State:
+    """A 0-d scalar on the parameter's device, starting at a number or at a group option."""
+
+    def create(param: Tensor, group: dict[str, Any]) -> Tensor:
+        value = to_scalar(group[start]) if isinstance(start, str) else start
+        return torch.as_tensor(value, dtype=scalar_dtype(), device=param.device).clone()
+
+    return State(create, scalar=True)
+
+
+def created_by_update(when: str | None = None) -> State:
+    """An entry the update creates on its first step (see :class:`State`)."""
+    return State(None, when)
 
 
 class Optimizer(torch.optim.Optimizer):
     """``torch.optim.Optimizer`` plus the step loop every optimlib algorithm shares."""
 
+    #: The state of each parameter, in the order the update functions take it.
+    state_spec: ClassVar[Mapping[str, State]] = {}
+    #: The reference implementation, and its multi-tensor twin (``None``: none).
+    for_loop_update: ClassVar[UpdateFn | None] = None
+    foreach_update: ClassVar[UpdateFn | None] = None
     #: Whether the update is written for complex parameters (SGD's is, as is).
-    supports_complex: bool = False
-    #: 0-d state kept in the scalar dtype (float32) whatever the parameter's dtype,
-    #: as torch.optim creates it (NAdam's ``mu_product``, ASGD's ``eta`` and ``mu``).
-    scalar_state_keys: tuple[str, ...] = ()
+    supports_complex: ClassVar[bool] = False
+    #: Whether every parameter's state is created at construction, as torch.optim.Adagrad does.
+    creates_state_eagerly: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # staticmethod, so that an update function set in the class body is not bound.
+        for name in ("for_loop_update", "foreach_update"):
+            function = cls.__dict__.get(name)
+            if function is not None and not isinstance(function, staticmethod):
+                setattr(cls, name, staticmethod(function))
+                _check_signature(cls, function)
+                _keyword_names(function)
 
     def __init__(self, params: ParamsT, defaults: dict[str, Any]) -> None:
         check_foreach(defaults.get("foreach"))
         check_implemented(type(self).__name__, defaults)
+        if defaults.get("foreach") and self.for_loop_update and not self.foreach_update:
+            raise ValueError(
+                f"Invalid foreach=True: optimlib.{type(self).__name__} has no foreach "
+                "implementation (use foreach=None or False)"
+            )
         super().__init__(check_params(params), defaults)
+        if self.creates_state_eagerly:
+            for group in self.param_groups:
+                self.states(group["params"], group)
+
+    @property
+    def scalar_state_keys(self) -> tuple[str, ...]:
+        """0-d state restored to the scalar dtype on load (``step`` is never cast)."""
+        return tuple(k for k, spec in self.state_spec.items() if spec.scalar and k != "step")
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Tensor] | None = None) -> Tensor | None:
@@ -57,26 +187,105 @@ class Optimizer(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        work = []
         for group in self.param_groups:
-            # fused and differentiable only: under torch.compile on a GPU, Dynamo
-            # shows every group with capturable=True, and optimlib's updates are
-            # correct either way (their step counters stay on the CPU).
-            check_implemented(
-                type(self).__name__,
-                {k: group.get(k) for k in ("fused", "differentiable") if k in self.defaults},
-            )
             params = [p for p in group["params"] if p.grad is not None]
-            if not params:
-                continue
-            if not self.supports_complex and any(p.is_complex() for p in params):
-                raise NotImplementedError(
-                    f"optimlib.{type(self).__name__} does not support complex parameters; "
-                    "optimize torch.view_as_real(param) instead, or use torch.optim"
-                )
+            self.check_group(group, params)
+            if params:
+                work.append((group, params))
+        shared = self.step_values()
+        for group, params in work:
             grads = [p.grad for p in params]
             foreach = use_foreach(group.get("foreach"), params, grads)
-            self.update_group(group, params, grads, foreach=foreach)
+            options = {**group, **shared} if shared else group
+            self.update_group(options, params, grads, foreach=foreach)
         return loss
+
+    def check_group(self, group: dict[str, Any], params: list[Tensor]) -> None:
+        """Raise before anything changes if this group cannot be updated.
+
+        The step checks every group first and updates afterwards, so an error
+        in one group leaves all of them, and all state, as they were.
+        """
+        # fused and differentiable only: under torch.compile on a GPU, Dynamo
+        # shows every group with capturable=True, and optimlib's updates are
+        # correct either way (their step counters stay on the CPU).
+        check_implemented(
+            type(self).__name__,
+            {k: group.get(k) for k in ("fused", "differentiable") if k in self.defaults},
+        )
+        if not self.supports_complex and any(p.is_complex() for p in params):
+            raise NotImplementedError(
+                f"optimlib.{type(self).__name__} does not support complex parameters; "
+                "optimize torch.view_as_real(param) instead, or use torch.optim"
+            )
+
+    def step_values(self) -> dict[str, Any]:
+        """Values drawn once per step and given to every group's update (none by default)."""
+        return {}
+
+    def hyperparameters(self, group: dict[str, Any], update: UpdateFn) -> dict[str, Any]:
+        """The keyword arguments of ``update``, read from ``group`` under the same names.
+
+        A name missing from the group (a checkpoint saved before an option
+        existed) takes the optimizer's default.
+        """
+        return {
+            name: to_scalar(group[name] if name in group else self.defaults[name])
+            for name in _keyword_names(update)
+        }
+
+    def update_group(
+        self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor], *, foreach: bool
+    ) -> None:
+        """Update the ``params`` of one group (those with a gradient) in place."""
+        if self.for_loop_update is None:
+            raise NotImplementedError(
+                f"{type(self).__name__} declares no for_loop_update; set it (and "
+                "foreach_update) in the class body, or override update_group"
+            )
+        states = self.states(params, group)
+        state_lists = [[state.get(key) for state in states] for key in self.state_spec]
+        if foreach and self.foreach_update is not None:
+            update = self.foreach_update
+            kwargs = self.hyperparameters(group, update)
+            buckets = group_by_device_and_dtype([params, grads, *state_lists], self.bucket_key)
+            for indices, (bucket_params, bucket_grads, *bucket_state) in buckets:
+                update(bucket_params, bucket_grads, *bucket_state, **kwargs)
+                for full, bucket in zip(state_lists, bucket_state, strict=True):
+                    for index, value in zip(indices, bucket, strict=True):
+                        full[index] = value
+        else:
+            update = self.for_loop_update
+            update(params, grads, *state_lists, **self.hyperparameters(group, update))
+        for (key, spec), values in zip(self.state_spec.items(), state_lists, strict=True):
+            if spec.create is None:
+                for param, value in zip(params, values, strict=True):
+                    if value is not None:
+                        self.state[param][key] = value
+
+    def bucket_key(self, param: Tensor) -> Hashable:
+        """Beyond device and dtype, what splits the foreach buckets (nothing by default)."""
+        return None
+
+    def states(self, params: Iterable[Tensor], group: dict[str, Any]) -> list[dict[str, Any]]:
+        """Each parameter's state, with every entry of :attr:`state_spec` it lacks created.
+
+        An entry is created the first time it is needed: at the first step, or
+        later when an option such as ``amsgrad`` is switched on mid-run. A
+        parameter with nothing to keep (plain SGD) gets no state at all.
+        """
+        states = []
+        for param in params:
+            state = self.state[param] if param in self.state else {}
+            for key, spec in self.state_spec.items():
+                wanted = spec.when is None or bool(group.get(spec.when))
+                if key not in state and wanted and spec.create is not None:
+                    state[key] = spec.create(param, group)
+            if state and param not in self.state:
+                self.state[param] = state
+            states.append(state)
+        return states
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Load a checkpoint, keeping scalar state in its own dtype.
@@ -86,25 +295,39 @@ class Optimizer(torch.optim.Optimizer):
         runs in float32 is cast back, so a resumed run continues bit for bit.
         """
         super().load_state_dict(state_dict)
+        keys = self.scalar_state_keys
         for state in self.state.values():
-            for key in self.scalar_state_keys:
+            if not isinstance(state, dict):
+                continue
+            for key in keys:
                 if isinstance(state.get(key), Tensor):
                     state[key] = state[key].to(scalar_dtype())
 
-    def states(
-        self, params: list[Tensor], initial: Callable[[Tensor], dict[str, Any]]
-    ) -> list[dict[str, Any]]:
-        """Each parameter's state, created by ``initial(param)`` the first time it is needed."""
-        states = []
-        for param in params:
-            state = self.state[param]
-            if not state:
-                state.update(initial(param))
-            states.append(state)
-        return states
 
-    def update_group(
-        self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor], *, foreach: bool
-    ) -> None:
-        """Update the ``params`` of one group (those with a gradient) in place."""
-        raise NotImplementedError
+#: The keyword-only argument names of each update function, read once.
+_KEYWORD_NAMES: dict[UpdateFn, tuple[str, ...]] = {}
+
+
+def _keyword_names(update: UpdateFn) -> tuple[str, ...]:
+    names = _KEYWORD_NAMES.get(update)
+    if names is None:
+        parameters = inspect.signature(update).parameters.values()
+        names = tuple(p.name for p in parameters if p.kind is inspect.Parameter.KEYWORD_ONLY)
+        _KEYWORD_NAMES[update] = names
+    return names
+
+
+def _check_signature(cls: type[Optimizer], update: UpdateFn) -> None:
+    """An update takes params, grads and one list per state entry, positionally."""
+    positional = [
+        p
+        for p in inspect.signature(update).parameters.values()
+        if p.kind in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    ]
+    expected = 2 + len(cls.state_spec)
+    if len(positional) != expected:
+        raise TypeError(
+            f"{cls.__name__}: {update.__name__} takes {len(positional)} positional arguments, "
+            f"but params, grads and the {len(cls.state_spec)} entries of state_spec make "
+            f"{expected}"
+        )

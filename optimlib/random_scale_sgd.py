@@ -7,12 +7,45 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from optimlib._foreach import to_scalar
 from optimlib._validation import check_common
-from optimlib.optimizer import Optimizer, ParamsT
+from optimlib.optimizer import Optimizer, ParamsT, defaults_from
 from optimlib.sgd import sgd_for_loop, sgd_foreach
 
 GENERATOR_KEY = "generator_state"
+
+
+def random_scale_sgd_for_loop(
+    params: list[Tensor], grads: list[Tensor], *, lr: float, factor: float, maximize: bool
+) -> None:
+    """Plain SGD's for-loop with :math:`\\gamma u_t` as the learning rate."""
+    sgd_for_loop(
+        params,
+        grads,
+        [None] * len(params),
+        lr=lr * factor,
+        momentum=0,
+        dampening=0,
+        weight_decay=0,
+        nesterov=False,
+        maximize=maximize,
+    )
+
+
+def random_scale_sgd_foreach(
+    params: list[Tensor], grads: list[Tensor], *, lr: float, factor: float, maximize: bool
+) -> None:
+    """The same update through plain SGD's foreach implementation."""
+    sgd_foreach(
+        params,
+        grads,
+        [None] * len(params),
+        lr=lr * factor,
+        momentum=0,
+        dampening=0,
+        weight_decay=0,
+        nesterov=False,
+        maximize=maximize,
+    )
 
 
 class RandomScaleSGD(Optimizer):
@@ -24,12 +57,14 @@ class RandomScaleSGD(Optimizer):
         \theta_t = \theta_{t-1} - \gamma\, u_t\, g_t
 
     One factor is drawn per step, shared by all parameter groups, from a
-    ``torch.Generator`` seeded with ``seed``. The generator's state travels in
-    ``state_dict()`` under ``"generator_state"`` (through the optimizer's
-    state-dict hooks), so a run resumed from a checkpoint draws exactly the
-    factors the uninterrupted run would have drawn. The update itself is
-    plain SGD's, for-loop and foreach, with ``lr * u`` as the learning rate.
-    The factors drawn so far are kept in the list ``factors`` for inspection.
+    ``torch.Generator`` seeded with ``seed``: :meth:`step_values` draws it,
+    and the base class hands it to every group's update as ``factor``. The
+    generator's state travels in ``state_dict()`` under ``"generator_state"``
+    (through the optimizer's state-dict hooks), so a run resumed from a
+    checkpoint draws exactly the factors the uninterrupted run would have
+    drawn. The update itself is plain SGD's, for-loop and foreach, with
+    ``lr * u`` as the learning rate. The factors drawn so far are kept in the
+    list ``factors`` for inspection.
 
     Args:
         params: an iterable of tensors, or of dicts defining parameter groups.
@@ -39,6 +74,7 @@ class RandomScaleSGD(Optimizer):
     """
 
     supports_complex = True
+    for_loop_update, foreach_update = random_scale_sgd_for_loop, random_scale_sgd_foreach
 
     def __init__(
         self,
@@ -52,7 +88,7 @@ class RandomScaleSGD(Optimizer):
         check_common(lr, foreach=foreach, maximize=maximize)
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise TypeError(f"Invalid seed: {seed!r} (must be an integer)")
-        super().__init__(params, {"lr": lr, "maximize": maximize, "foreach": foreach})
+        super().__init__(params, defaults_from(locals()))
         self.generator = torch.Generator().manual_seed(seed)
         self.factors: list[float] = []
         self.register_state_dict_post_hook(_save_generator)
@@ -64,26 +100,9 @@ class RandomScaleSGD(Optimizer):
         self.factors.append(factor)
         return factor
 
-    @torch.no_grad()
-    def step(self, closure=None):
-        self._factor = self.draw_factor()
-        return super().step(closure)
-
-    def update_group(
-        self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor], *, foreach: bool
-    ) -> None:
-        update = sgd_foreach if foreach else sgd_for_loop
-        update(
-            params,
-            grads,
-            [],
-            lr=to_scalar(group["lr"]) * self._factor,
-            momentum=0,
-            dampening=0,
-            weight_decay=0,
-            nesterov=False,
-            maximize=group["maximize"],
-        )
+    def step_values(self) -> dict[str, Any]:
+        """One factor per step, the same for every parameter group."""
+        return {"factor": self.draw_factor()}
 
 
 def _save_generator(optimizer: RandomScaleSGD, state_dict: dict[str, Any]) -> dict[str, Any]:

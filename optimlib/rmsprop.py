@@ -2,104 +2,27 @@ r"""RMSprop: divide the gradient by a running root-mean-square of recent gradien
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import Tensor
 
-from optimlib._foreach import bucket_indices, pick, to_scalar
 from optimlib._functional import (
     advance,
     descent_direction,
     foreach_descent_direction,
     foreach_update_average,
     foreach_update_square_average,
-    new_counter,
     update_average,
     update_square_average,
 )
 from optimlib._validation import check_common, check_non_negative
-from optimlib.optimizer import Optimizer, ParamsT
-
-
-class RMSprop(Optimizer):
-    r"""RMSprop (Tieleman and Hinton, 2012), a drop-in twin of :class:`torch.optim.RMSprop`.
-
-    .. math::
-
-        d_t &= \pm g_t + \lambda \theta_{t-1} \\
-        v_t &= \alpha v_{t-1} + (1 - \alpha)\, d_t^2 \\
-        \bar g_t &= \alpha \bar g_{t-1} + (1 - \alpha)\, d_t
-            \quad \text{(centered only)} \\
-        r_t &= \sqrt{v_t - \bar g_t^2} + \epsilon
-            \quad \text{(centered, Graves 2013), else } \sqrt{v_t} + \epsilon \\
-        b_t &= \mu b_{t-1} + d_t / r_t, \qquad \theta_t = \theta_{t-1} - \gamma b_t
-            \quad (\mu > 0;\ \text{else } \theta_t = \theta_{t-1} - \gamma d_t / r_t)
-
-    State: ``step``, ``square_avg`` (:math:`v`), ``momentum_buffer`` when
-    ``momentum > 0`` and ``grad_avg`` (:math:`\bar g`) when ``centered``, all
-    starting at zero.
-    """
-
-    def __init__(
-        self,
-        params: ParamsT,
-        lr: float | Tensor = 1e-2,
-        alpha: float = 0.99,
-        eps: float = 1e-8,
-        weight_decay: float = 0,
-        momentum: float = 0,
-        centered: bool = False,
-        capturable: bool = False,
-        foreach: bool | None = None,
-        maximize: bool = False,
-        differentiable: bool = False,
-    ) -> None:
-        check_common(lr, eps, weight_decay, centered=centered, foreach=foreach, maximize=maximize)
-        check_non_negative("momentum", momentum)
-        check_non_negative("alpha", alpha)
-        defaults = {
-            "lr": lr,
-            "momentum": momentum,
-            "alpha": alpha,
-            "eps": eps,
-            "centered": centered,
-            "weight_decay": weight_decay,
-            "capturable": capturable,
-            "foreach": foreach,
-            "maximize": maximize,
-            "differentiable": differentiable,
-        }
-        super().__init__(params, defaults)
-
-    def update_group(
-        self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor], *, foreach: bool
-    ) -> None:
-        def initial(param: Tensor) -> dict[str, Tensor]:
-            state = {"step": new_counter(), "square_avg": torch.zeros_like(param)}
-            if group["momentum"] > 0:
-                state["momentum_buffer"] = torch.zeros_like(param)
-            if group["centered"]:
-                state["grad_avg"] = torch.zeros_like(param)
-            return state
-
-        states = self.states(params, initial)
-        update = rmsprop_foreach if foreach else rmsprop_for_loop
-        update(
-            params,
-            grads,
-            [state["square_avg"] for state in states],
-            [state.get("grad_avg") for state in states],
-            [state.get("momentum_buffer") for state in states],
-            [state["step"] for state in states],
-            lr=to_scalar(group["lr"]),
-            alpha=group["alpha"],
-            eps=group["eps"],
-            weight_decay=group["weight_decay"],
-            momentum=group["momentum"],
-            centered=group["centered"],
-            maximize=group["maximize"],
-        )
+from optimlib.optimizer import (
+    Optimizer,
+    ParamsT,
+    counter,
+    defaults_from,
+    spec,
+    zeros,
+)
 
 
 def rmsprop_for_loop(
@@ -152,28 +75,73 @@ def rmsprop_foreach(
     centered: bool,
     maximize: bool,
 ) -> None:
-    """The same update as :func:`rmsprop_for_loop`, a few kernels per device and dtype."""
+    """The same update as :func:`rmsprop_for_loop`, on tensors of one device and dtype."""
     advance(steps)
-    for indices in bucket_indices(params):
-        bucket_params, bucket_squares = pick(params, indices), pick(square_avgs, indices)
-        directions = foreach_descent_direction(
-            bucket_params, pick(grads, indices), weight_decay=weight_decay, maximize=maximize
+    directions = foreach_descent_direction(
+        params, grads, weight_decay=weight_decay, maximize=maximize
+    )
+    foreach_update_square_average(square_avgs, directions, decay=alpha)
+    if centered:
+        bucket_grad_avgs = grad_avgs
+        foreach_update_average(bucket_grad_avgs, directions, decay=alpha)
+        rms = torch._foreach_addcmul(
+            square_avgs, bucket_grad_avgs, bucket_grad_avgs, value=-1
         )
-        foreach_update_square_average(bucket_squares, directions, decay=alpha)
-        if centered:
-            bucket_grad_avgs = pick(grad_avgs, indices)
-            foreach_update_average(bucket_grad_avgs, directions, decay=alpha)
-            rms = torch._foreach_addcmul(
-                bucket_squares, bucket_grad_avgs, bucket_grad_avgs, value=-1
-            )
-            torch._foreach_sqrt_(rms)
-        else:
-            rms = torch._foreach_sqrt(bucket_squares)
-        torch._foreach_add_(rms, eps)
-        if momentum > 0:
-            buffers = pick(momentum_buffers, indices)
-            torch._foreach_mul_(buffers, momentum)
-            torch._foreach_addcdiv_(buffers, directions, rms)
-            torch._foreach_add_(bucket_params, buffers, alpha=-lr)
-        else:
-            torch._foreach_addcdiv_(bucket_params, directions, rms, value=-lr)
+        torch._foreach_sqrt_(rms)
+    else:
+        rms = torch._foreach_sqrt(square_avgs)
+    torch._foreach_add_(rms, eps)
+    if momentum > 0:
+        buffers = momentum_buffers
+        torch._foreach_mul_(buffers, momentum)
+        torch._foreach_addcdiv_(buffers, directions, rms)
+        torch._foreach_add_(params, buffers, alpha=-lr)
+    else:
+        torch._foreach_addcdiv_(params, directions, rms, value=-lr)
+
+
+class RMSprop(Optimizer):
+    r"""RMSprop (Tieleman and Hinton, 2012), a drop-in twin of :class:`torch.optim.RMSprop`.
+
+    .. math::
+
+        d_t &= \pm g_t + \lambda \theta_{t-1} \\
+        v_t &= \alpha v_{t-1} + (1 - \alpha)\, d_t^2 \\
+        \bar g_t &= \alpha \bar g_{t-1} + (1 - \alpha)\, d_t
+            \quad \text{(centered only)} \\
+        r_t &= \sqrt{v_t - \bar g_t^2} + \epsilon
+            \quad \text{(centered, Graves 2013), else } \sqrt{v_t} + \epsilon \\
+        b_t &= \mu b_{t-1} + d_t / r_t, \qquad \theta_t = \theta_{t-1} - \gamma b_t
+            \quad (\mu > 0;\ \text{else } \theta_t = \theta_{t-1} - \gamma d_t / r_t)
+
+    State: ``step``, ``square_avg`` (:math:`v`), ``momentum_buffer`` when
+    ``momentum > 0`` and ``grad_avg`` (:math:`\bar g`) when ``centered``, all
+    starting at zero.
+    """
+
+    state_spec = spec(
+        square_avg=zeros(),
+        grad_avg=zeros(when="centered"),
+        momentum_buffer=zeros(when="momentum"),
+        step=counter(),
+    )
+    for_loop_update, foreach_update = rmsprop_for_loop, rmsprop_foreach
+
+    def __init__(
+        self,
+        params: ParamsT,
+        lr: float | Tensor = 1e-2,
+        alpha: float = 0.99,
+        eps: float = 1e-8,
+        weight_decay: float = 0,
+        momentum: float = 0,
+        centered: bool = False,
+        capturable: bool = False,
+        foreach: bool | None = None,
+        maximize: bool = False,
+        differentiable: bool = False,
+    ) -> None:
+        check_common(lr, eps, weight_decay, centered=centered, foreach=foreach, maximize=maximize)
+        check_non_negative("momentum", momentum)
+        check_non_negative("alpha", alpha)
+        super().__init__(params, defaults_from(locals()))

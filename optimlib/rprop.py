@@ -2,15 +2,85 @@ r"""Rprop: per-coordinate step sizes driven by the sign of the gradient alone.""
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import Tensor
 
-from optimlib._foreach import bucket_indices, pick, to_scalar
-from optimlib._functional import advance, new_counter
+from optimlib._functional import advance
 from optimlib._validation import check_common, check_range
-from optimlib.optimizer import Optimizer, ParamsT
+from optimlib.optimizer import (
+    Optimizer,
+    ParamsT,
+    counter,
+    defaults_from,
+    filled,
+    spec,
+    zeros,
+)
+
+
+def _step_factors(grad: Tensor, prev: Tensor, *, etaminus: float, etaplus: float) -> Tensor:
+    """Per coordinate: etaplus where the sign held, etaminus where it flipped, 1 otherwise."""
+    agreement = grad.mul(prev).sign()
+    factors = torch.ones_like(agreement)
+    factors[agreement.gt(0)] = etaplus
+    factors[agreement.lt(0)] = etaminus
+    return factors
+
+
+def rprop_for_loop(
+    params: list[Tensor],
+    grads: list[Tensor],
+    prevs: list[Tensor],
+    deltas: list[Tensor],
+    steps: list[Tensor],
+    *,
+    etas: tuple[float, float],
+    step_sizes: tuple[float, float],
+    maximize: bool,
+) -> None:
+    """The reference implementation: one update per tensor.
+
+    ``deltas`` are the per-coordinate step sizes (``state["step_size"]``);
+    ``step_sizes`` is the group's pair of bounds on them, as torch names it.
+    """
+    (etaminus, etaplus), (smallest, largest) = etas, step_sizes
+    advance(steps)
+    for param, grad, prev, delta in zip(params, grads, prevs, deltas, strict=True):
+        grad = -grad if maximize else grad
+        factors = _step_factors(grad, prev, etaminus=etaminus, etaplus=etaplus)
+        delta.mul_(factors).clamp_(smallest, largest)
+        grad = grad.clone()
+        grad[factors.eq(etaminus)] = 0
+        param.addcmul_(grad.sign(), delta, value=-1)
+        prev.copy_(grad)
+
+
+def rprop_foreach(
+    params: list[Tensor],
+    grads: list[Tensor],
+    prevs: list[Tensor],
+    deltas: list[Tensor],
+    steps: list[Tensor],
+    *,
+    etas: tuple[float, float],
+    step_sizes: tuple[float, float],
+    maximize: bool,
+) -> None:
+    """The same update as :func:`rprop_for_loop`, on tensors of one device and dtype."""
+    (etaminus, etaplus), (smallest, largest) = etas, step_sizes
+    advance(steps)
+    directions = torch._foreach_neg(grads) if maximize else torch._foreach_mul(grads, 1.0)
+    factors = [
+        _step_factors(grad, prev, etaminus=etaminus, etaplus=etaplus)
+        for grad, prev in zip(directions, prevs, strict=True)
+    ]
+    torch._foreach_mul_(deltas, factors)
+    torch._foreach_clamp_min_(deltas, smallest)
+    torch._foreach_clamp_max_(deltas, largest)
+    for direction, factor in zip(directions, factors, strict=True):
+        direction[factor.eq(etaminus)] = 0
+    torch._foreach_addcmul_(params, torch._foreach_sign(directions), deltas, value=-1)
+    torch._foreach_copy_(prevs, directions)
 
 
 class Rprop(Optimizer):
@@ -35,6 +105,9 @@ class Rprop(Optimizer):
     (:math:`\Delta`, starting at ``lr``).
     """
 
+    state_spec = spec(prev=zeros(), step_size=filled("lr"), step=counter())
+    for_loop_update, foreach_update = rprop_for_loop, rprop_foreach
+
     def __init__(
         self,
         params: ParamsT,
@@ -56,108 +129,4 @@ class Rprop(Optimizer):
         smallest, largest = step_sizes
         check_range("step_sizes[0] (minimum)", smallest, 0.0)
         check_range("step_sizes[1] (maximum)", largest, smallest)
-        defaults = {
-            "lr": lr,
-            "etas": etas,
-            "step_sizes": step_sizes,
-            "foreach": foreach,
-            "maximize": maximize,
-            "differentiable": differentiable,
-            "capturable": capturable,
-        }
-        super().__init__(params, defaults)
-
-    def update_group(
-        self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor], *, foreach: bool
-    ) -> None:
-        lr = to_scalar(group["lr"])
-        states = self.states(
-            params,
-            lambda p: {
-                "step": new_counter(),
-                "prev": torch.zeros_like(p),
-                "step_size": torch.full_like(p.grad, lr),
-            },
-        )
-        etaminus, etaplus = group["etas"]
-        smallest, largest = group["step_sizes"]
-        update = rprop_foreach if foreach else rprop_for_loop
-        update(
-            params,
-            grads,
-            [state["prev"] for state in states],
-            [state["step_size"] for state in states],
-            [state["step"] for state in states],
-            etaminus=etaminus,
-            etaplus=etaplus,
-            smallest=smallest,
-            largest=largest,
-            maximize=group["maximize"],
-        )
-
-
-def _step_factors(grad: Tensor, prev: Tensor, *, etaminus: float, etaplus: float) -> Tensor:
-    """Per coordinate: etaplus where the sign held, etaminus where it flipped, 1 otherwise."""
-    agreement = grad.mul(prev).sign()
-    factors = torch.ones_like(agreement)
-    factors[agreement.gt(0)] = etaplus
-    factors[agreement.lt(0)] = etaminus
-    return factors
-
-
-def rprop_for_loop(
-    params: list[Tensor],
-    grads: list[Tensor],
-    prevs: list[Tensor],
-    step_sizes: list[Tensor],
-    steps: list[Tensor],
-    *,
-    etaminus: float,
-    etaplus: float,
-    smallest: float,
-    largest: float,
-    maximize: bool,
-) -> None:
-    """The reference implementation: one update per tensor."""
-    advance(steps)
-    for param, grad, prev, step_size in zip(params, grads, prevs, step_sizes, strict=True):
-        grad = -grad if maximize else grad
-        factors = _step_factors(grad, prev, etaminus=etaminus, etaplus=etaplus)
-        step_size.mul_(factors).clamp_(smallest, largest)
-        grad = grad.clone()
-        grad[factors.eq(etaminus)] = 0
-        param.addcmul_(grad.sign(), step_size, value=-1)
-        prev.copy_(grad)
-
-
-def rprop_foreach(
-    params: list[Tensor],
-    grads: list[Tensor],
-    prevs: list[Tensor],
-    step_sizes: list[Tensor],
-    steps: list[Tensor],
-    *,
-    etaminus: float,
-    etaplus: float,
-    smallest: float,
-    largest: float,
-    maximize: bool,
-) -> None:
-    """The same update as :func:`rprop_for_loop`, a few kernels per device and dtype."""
-    advance(steps)
-    for indices in bucket_indices(params):
-        bucket_params, bucket_prevs = pick(params, indices), pick(prevs, indices)
-        sizes = pick(step_sizes, indices)
-        grads_ = pick(grads, indices)
-        directions = torch._foreach_neg(grads_) if maximize else torch._foreach_mul(grads_, 1.0)
-        factors = [
-            _step_factors(grad, prev, etaminus=etaminus, etaplus=etaplus)
-            for grad, prev in zip(directions, bucket_prevs, strict=True)
-        ]
-        torch._foreach_mul_(sizes, factors)
-        torch._foreach_clamp_min_(sizes, smallest)
-        torch._foreach_clamp_max_(sizes, largest)
-        for direction, factor in zip(directions, factors, strict=True):
-            direction[factor.eq(etaminus)] = 0
-        torch._foreach_addcmul_(bucket_params, torch._foreach_sign(directions), sizes, value=-1)
-        torch._foreach_copy_(bucket_prevs, directions)
+        super().__init__(params, defaults_from(locals()))
