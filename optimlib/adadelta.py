@@ -13,14 +13,7 @@ from optimlib._functional import (
     update_square_average,
 )
 from optimlib._validation import check_common, check_range
-from optimlib.optimizer import (
-    Optimizer,
-    ParamsT,
-    counter,
-    defaults_from,
-    spec,
-    zeros,
-)
+from optimlib.optimizer import Optimizer, ParamsT, counter, defaults_from, spec, zeros
 
 
 def adadelta_for_loop(

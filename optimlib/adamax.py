@@ -15,14 +15,7 @@ from optimlib._functional import (
     update_average,
 )
 from optimlib._validation import check_betas, check_common
-from optimlib.optimizer import (
-    Optimizer,
-    ParamsT,
-    counter,
-    defaults_from,
-    spec,
-    zeros,
-)
+from optimlib.optimizer import Optimizer, ParamsT, counter, defaults_from, spec, zeros
 
 
 def adamax_for_loop(

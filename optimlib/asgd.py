@@ -7,14 +7,7 @@ from torch import Tensor
 
 from optimlib._functional import advance, descent_direction, foreach_descent_direction
 from optimlib._validation import check_common, check_non_negative
-from optimlib.optimizer import (
-    Optimizer,
-    ParamsT,
-    defaults_from,
-    scalar_on_device,
-    spec,
-    zeros,
-)
+from optimlib.optimizer import Optimizer, ParamsT, defaults_from, scalar_on_device, spec, zeros
 
 
 def _next_schedule(
@@ -111,7 +104,6 @@ class ASGD(Optimizer):
         ax=zeros(), eta=scalar_on_device("lr"), mu=scalar_on_device(1.0), step=scalar_on_device(0.0)
     )
     for_loop_update, foreach_update = asgd_for_loop, asgd_foreach
-
 
     def __init__(
         self,

@@ -14,13 +14,7 @@ from optimlib._functional import (
     update_average,
 )
 from optimlib._validation import check_betas, check_common
-from optimlib.optimizer import (
-    Optimizer,
-    ParamsT,
-    defaults_from,
-    spec,
-    zeros,
-)
+from optimlib.optimizer import Optimizer, ParamsT, defaults_from, spec, zeros
 
 
 def lion_for_loop(
@@ -55,9 +49,7 @@ def lion_foreach(
 ) -> None:
     """The same update as :func:`lion_for_loop`, on tensors of one device and dtype."""
     beta1, beta2 = betas
-    directions = foreach_descent_direction(
-        params, grads, weight_decay=0, maximize=maximize
-    )
+    directions = foreach_descent_direction(params, grads, weight_decay=0, maximize=maximize)
     foreach_decay_weights(params, lr=lr, weight_decay=weight_decay)
     interpolated = torch._foreach_lerp(exp_avgs, directions, 1 - beta1)
     torch._foreach_sign_(interpolated)

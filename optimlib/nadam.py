@@ -15,14 +15,7 @@ from optimlib._functional import (
     update_moments,
 )
 from optimlib._validation import check_betas, check_bool, check_common, check_non_negative
-from optimlib.optimizer import (
-    Optimizer,
-    ParamsT,
-    counter,
-    defaults_from,
-    spec,
-    zeros,
-)
+from optimlib.optimizer import Optimizer, ParamsT, counter, defaults_from, spec, zeros
 
 
 def momentum_schedule(beta1: float, momentum_decay: float, step: float) -> float:
@@ -111,21 +104,15 @@ def nadam_foreach(
         maximize=maximize,
     )
     weights = [
-        _nesterov_coefficients(
-            product, lr=lr, beta1=beta1, momentum_decay=momentum_decay, step=t
-        )
+        _nesterov_coefficients(product, lr=lr, beta1=beta1, momentum_decay=momentum_decay, step=t)
         for product, t in zip(mu_products, counts, strict=True)
     ]
     foreach_update_moments(exp_avgs, exp_avg_sqs, directions, beta1=beta1, beta2=beta2)
     denominators = torch._foreach_div(exp_avg_sqs, [bias_correction(beta2, t) for t in counts])
     torch._foreach_sqrt_(denominators)
     torch._foreach_add_(denominators, eps)
-    torch._foreach_addcdiv_(
-        params, directions, denominators, numbers([w[0] for w in weights])
-    )
-    torch._foreach_addcdiv_(
-        params, exp_avgs, denominators, numbers([w[1] for w in weights])
-    )
+    torch._foreach_addcdiv_(params, directions, denominators, numbers([w[0] for w in weights]))
+    torch._foreach_addcdiv_(params, exp_avgs, denominators, numbers([w[1] for w in weights]))
 
 
 class NAdam(Optimizer):
@@ -152,7 +139,6 @@ class NAdam(Optimizer):
 
     state_spec = spec(exp_avg=zeros(), exp_avg_sq=zeros(), mu_product=counter(1.0), step=counter())
     for_loop_update, foreach_update = nadam_for_loop, nadam_foreach
-
 
     def __init__(
         self,

@@ -16,14 +16,7 @@ from optimlib._functional import (
     update_moments,
 )
 from optimlib._validation import check_betas, check_bool, check_common
-from optimlib.optimizer import (
-    Optimizer,
-    ParamsT,
-    counter,
-    defaults_from,
-    spec,
-    zeros,
-)
+from optimlib.optimizer import Optimizer, ParamsT, counter, defaults_from, spec, zeros
 
 
 def rectification(beta2: float, step: float) -> float | None:
@@ -112,9 +105,7 @@ def radam_foreach(
         adaptive = torch._foreach_sqrt([exp_avg_sqs[k] for k in rectified])
         torch._foreach_add_(adaptive, eps)
         torch._foreach_reciprocal_(adaptive)
-        torch._foreach_mul_(
-            adaptive, [bias_correction(beta2, counts[k]) ** 0.5 for k in rectified]
-        )
+        torch._foreach_mul_(adaptive, [bias_correction(beta2, counts[k]) ** 0.5 for k in rectified])
         scaled = [updates[k] for k in rectified]
         torch._foreach_mul_(scaled, adaptive)
         torch._foreach_mul_(scaled, [rectification(beta2, counts[k]) for k in rectified])

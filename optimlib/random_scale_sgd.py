@@ -17,35 +17,26 @@ GENERATOR_KEY = "generator_state"
 def random_scale_sgd_for_loop(
     params: list[Tensor], grads: list[Tensor], *, lr: float, factor: float, maximize: bool
 ) -> None:
-    """Plain SGD's for-loop with :math:`\\gamma u_t` as the learning rate."""
-    sgd_for_loop(
-        params,
-        grads,
-        [None] * len(params),
-        lr=lr * factor,
-        momentum=0,
-        dampening=0,
-        weight_decay=0,
-        nesterov=False,
-        maximize=maximize,
-    )
+    r"""Plain SGD's for-loop with :math:`\gamma u_t` as the learning rate."""
+    sgd_for_loop(params, grads, [None] * len(params), **_plain_sgd(lr * factor, maximize))
 
 
 def random_scale_sgd_foreach(
     params: list[Tensor], grads: list[Tensor], *, lr: float, factor: float, maximize: bool
 ) -> None:
     """The same update through plain SGD's foreach implementation."""
-    sgd_foreach(
-        params,
-        grads,
-        [None] * len(params),
-        lr=lr * factor,
-        momentum=0,
-        dampening=0,
-        weight_decay=0,
-        nesterov=False,
-        maximize=maximize,
-    )
+    sgd_foreach(params, grads, [None] * len(params), **_plain_sgd(lr * factor, maximize))
+
+
+def _plain_sgd(lr: float, maximize: bool) -> dict[str, Any]:
+    return {
+        "lr": lr,
+        "momentum": 0,
+        "dampening": 0,
+        "weight_decay": 0,
+        "nesterov": False,
+        "maximize": maximize,
+    }
 
 
 class RandomScaleSGD(Optimizer):

@@ -15,14 +15,7 @@ from optimlib._functional import (
     update_square_average,
 )
 from optimlib._validation import check_common, check_non_negative
-from optimlib.optimizer import (
-    Optimizer,
-    ParamsT,
-    counter,
-    defaults_from,
-    spec,
-    zeros,
-)
+from optimlib.optimizer import Optimizer, ParamsT, counter, defaults_from, spec, zeros
 
 
 def rmsprop_for_loop(
@@ -84,9 +77,7 @@ def rmsprop_foreach(
     if centered:
         bucket_grad_avgs = grad_avgs
         foreach_update_average(bucket_grad_avgs, directions, decay=alpha)
-        rms = torch._foreach_addcmul(
-            square_avgs, bucket_grad_avgs, bucket_grad_avgs, value=-1
-        )
+        rms = torch._foreach_addcmul(square_avgs, bucket_grad_avgs, bucket_grad_avgs, value=-1)
         torch._foreach_sqrt_(rms)
     else:
         rms = torch._foreach_sqrt(square_avgs)

@@ -7,15 +7,7 @@ from torch import Tensor
 
 from optimlib._functional import advance
 from optimlib._validation import check_common, check_range
-from optimlib.optimizer import (
-    Optimizer,
-    ParamsT,
-    counter,
-    defaults_from,
-    filled,
-    spec,
-    zeros,
-)
+from optimlib.optimizer import Optimizer, ParamsT, counter, defaults_from, filled, spec, zeros
 
 
 def _step_factors(grad: Tensor, prev: Tensor, *, etaminus: float, etaplus: float) -> Tensor:
