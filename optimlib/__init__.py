@@ -11,43 +11,22 @@ optimizers) live apart, in :mod:`optimlib.book`, which this package never
 imports.
 """
 
-from optimlib import lr_scheduler, optimizer, testing
-from optimlib.adadelta import Adadelta
-from optimlib.adagrad import Adagrad
-from optimlib.adam import Adam, AdamW
-from optimlib.adamax import Adamax
-from optimlib.asgd import ASGD
-from optimlib.device import available_devices, default_device
-from optimlib.lbfgs import LBFGS
-from optimlib.lion import Lion
-from optimlib.nadam import NAdam
-from optimlib.radam import RAdam
-from optimlib.random_scale_sgd import RandomScaleSGD
-from optimlib.rmsprop import RMSprop
-from optimlib.rprop import Rprop
-from optimlib.sgd import SGD
+# "X as X" marks each name as a public re-export for type checkers (PEP 484),
+# so that adding an optimizer adds one line here.
+from optimlib import lr_scheduler as lr_scheduler, optimizer as optimizer, testing as testing
+from optimlib.adadelta import Adadelta as Adadelta
+from optimlib.adagrad import Adagrad as Adagrad
+from optimlib.adam import Adam as Adam, AdamW as AdamW
+from optimlib.adamax import Adamax as Adamax
+from optimlib.asgd import ASGD as ASGD
+from optimlib.device import available_devices as available_devices, default_device as default_device
+from optimlib.lbfgs import LBFGS as LBFGS
+from optimlib.lion import Lion as Lion
+from optimlib.nadam import NAdam as NAdam
+from optimlib.radam import RAdam as RAdam
+from optimlib.random_scale_sgd import RandomScaleSGD as RandomScaleSGD
+from optimlib.rmsprop import RMSprop as RMSprop
+from optimlib.rprop import Rprop as Rprop
+from optimlib.sgd import SGD as SGD
 
 __version__ = "0.1.0"
-
-__all__ = [
-    "ASGD",
-    "LBFGS",
-    "SGD",
-    "Adadelta",
-    "Adagrad",
-    "Adam",
-    "AdamW",
-    "Adamax",
-    "Lion",
-    "NAdam",
-    "RAdam",
-    "RMSprop",
-    "RandomScaleSGD",
-    "Rprop",
-    "__version__",
-    "available_devices",
-    "default_device",
-    "lr_scheduler",
-    "optimizer",
-    "testing",
-]

@@ -34,9 +34,9 @@ def foreach_descent_direction(
     params: list[Tensor], grads: list[Tensor], *, weight_decay: float, maximize: bool
 ) -> list[Tensor]:
     """:func:`descent_direction` for lists of tensors."""
-    directions = torch._foreach_neg(grads) if maximize else grads
+    directions = list(torch._foreach_neg(grads)) if maximize else grads
     if weight_decay != 0:
-        directions = torch._foreach_add(directions, params, alpha=weight_decay)
+        directions = list(torch._foreach_add(directions, params, alpha=weight_decay))
     return directions
 
 

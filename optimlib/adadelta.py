@@ -63,7 +63,7 @@ def adadelta_foreach(
     foreach_update_square_average(square_avgs, directions, decay=rho)
     stds = torch._foreach_add(square_avgs, eps)
     torch._foreach_sqrt_(stds)
-    deltas = torch._foreach_add(acc_deltas, eps)
+    deltas = list(torch._foreach_add(acc_deltas, eps))
     torch._foreach_sqrt_(deltas)
     torch._foreach_div_(deltas, stds)
     torch._foreach_mul_(deltas, directions)

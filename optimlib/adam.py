@@ -15,7 +15,15 @@ from optimlib._functional import (
     update_moments,
 )
 from optimlib._validation import check_betas, check_bool, check_common
-from optimlib.optimizer import Optimizer, ParamsT, counter, defaults_from, spec, zeros
+from optimlib.optimizer import (
+    Optimizer,
+    OptionalStates,
+    ParamsT,
+    counter,
+    defaults_from,
+    spec,
+    zeros,
+)
 
 
 def adam_for_loop(
@@ -23,7 +31,7 @@ def adam_for_loop(
     grads: list[Tensor],
     exp_avgs: list[Tensor],
     exp_avg_sqs: list[Tensor],
-    max_exp_avg_sqs: list[Tensor | None],
+    max_exp_avg_sqs: OptionalStates,
     steps: list[Tensor],
     *,
     lr: float,
@@ -60,7 +68,7 @@ def adam_foreach(
     grads: list[Tensor],
     exp_avgs: list[Tensor],
     exp_avg_sqs: list[Tensor],
-    max_exp_avg_sqs: list[Tensor | None],
+    max_exp_avg_sqs: OptionalStates,
     steps: list[Tensor],
     *,
     lr: float,

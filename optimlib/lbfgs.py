@@ -12,6 +12,9 @@ from optimlib._validation import check_bool, check_integer, check_non_negative
 from optimlib.optimizer import Optimizer, ParamsT, to_scalar
 
 LINE_SEARCHES = (None, "strong_wolfe")
+#: A step length, loss or slope in the line search: a Python float or a 0-d
+#: tensor, mixed as torch.optim.LBFGS mixes them (so no precise type is claimed).
+Scalar = Any
 
 
 class LBFGS(Optimizer):
@@ -112,7 +115,7 @@ class LBFGS(Optimizer):
     def _move(self, step_size: float | Tensor, direction: Tensor) -> None:
         offset = 0
         for p in self._params:
-            p.add_(direction[offset : offset + p.numel()].view_as(p), alpha=step_size)
+            p.add_(direction[offset : offset + p.numel()].view_as(p), alpha=float(step_size))
             offset += p.numel()
 
     def _evaluate(self, closure: Callable[[], Tensor]) -> tuple[float, Tensor]:
@@ -281,7 +284,15 @@ def two_loop_direction(
     return r
 
 
-def cubic_minimizer(x1, f1, g1, x2, f2, g2, bounds=None):
+def cubic_minimizer(
+    x1: Scalar,
+    f1: Scalar,
+    g1: Scalar,
+    x2: Scalar,
+    f2: Scalar,
+    g2: Scalar,
+    bounds: tuple[Scalar, Scalar] | None = None,
+) -> Scalar:
     """Minimiser of the cubic through two points with given values and slopes, clipped to
     ``bounds`` (by default the interval between the points); the midpoint when the cubic
     has no real minimiser."""
@@ -299,19 +310,19 @@ def cubic_minimizer(x1, f1, g1, x2, f2, g2, bounds=None):
 
 
 def strong_wolfe_search(
-    evaluate,
-    start,
-    t,
-    direction,
-    loss,
-    gradient,
-    slope,
+    evaluate: Callable[[list[Tensor], Scalar, Tensor], tuple[Scalar, Tensor]],
+    start: list[Tensor],
+    t: Scalar,
+    direction: Tensor,
+    loss: Scalar,
+    gradient: Tensor,
+    slope: Scalar,
     *,
-    sufficient_decrease=1e-4,
-    curvature=0.9,
-    tolerance_change=1e-9,
-    max_evaluations=25,
-):
+    sufficient_decrease: float = 1e-4,
+    curvature: float = 0.9,
+    tolerance_change: float = 1e-9,
+    max_evaluations: int = 25,
+) -> tuple[Scalar, Tensor, Scalar, int]:
     r"""Find a step :math:`t` along ``direction`` satisfying the strong Wolfe conditions.
 
     .. math::
@@ -335,7 +346,7 @@ def strong_wolfe_search(
     done = False
     iterations = 0
 
-    def sufficient(step, value):
+    def sufficient(step: Scalar, value: Scalar) -> bool:
         return value > loss + sufficient_decrease * step * slope
 
     # Phase 1: grow the step until [t_prev, t] brackets an acceptable point.

@@ -24,8 +24,7 @@ from collections.abc import Callable, Iterable, Sequence
 from itertools import pairwise
 from typing import Any
 
-from torch.optim import Optimizer
-from torch.optim import lr_scheduler as torch_lr_scheduler
+from torch.optim import Optimizer, lr_scheduler as torch_lr_scheduler
 from torch.optim.lr_scheduler import LRScheduler
 
 from optimlib._validation import check_integer, check_range
@@ -138,7 +137,12 @@ class _LambdaScheduler(LRScheduler):
     attributes can, as in ``torch.optim.lr_scheduler``.
     """
 
-    def __init__(self, optimizer: Optimizer, lr_lambda, last_epoch: int = -1) -> None:
+    def __init__(
+        self,
+        optimizer: Optimizer,
+        lr_lambda: Callable[[int], float] | Sequence[Callable[[int], float]],
+        last_epoch: int = -1,
+    ) -> None:
         self.optimizer = optimizer
         lambdas = _per_group("lr_lambda", optimizer, lr_lambda)
         for function in lambdas:
@@ -388,10 +392,10 @@ class CosineAnnealingWarmRestarts(LRScheduler):
         check_integer("T_mult", T_mult, 1)
         check_range("eta_min", eta_min, 0.0, math.inf)
         self.T_0 = T_0
-        self.T_i = T_0
+        self.T_i: float = T_0
         self.T_mult = T_mult
         self.eta_min = eta_min
-        self.T_cur = last_epoch
+        self.T_cur: float = last_epoch
         super().__init__(optimizer, last_epoch)
 
     def get_lr(self) -> list[Any]:
@@ -643,7 +647,7 @@ class OneCycleLR(LRScheduler):
             phases.append(
                 ("max_lr", "min_lr", "base_momentum", "max_momentum", self.total_steps - 1)
             )
-        self._schedule_phases = [
+        self._schedule_phases: list[dict[str, Any]] = [
             {
                 "end_step": end,
                 "start_lr": lr0,
@@ -706,6 +710,8 @@ class OneCycleLR(LRScheduler):
 
 class _Composite(LRScheduler):
     """Shared by SequentialLR and ChainedScheduler: checks and saves the schedulers they hold."""
+
+    _schedulers: Sequence[LRScheduler]
 
     def _check_schedulers(self, schedulers: Sequence[LRScheduler], optimizer: Optimizer) -> None:
         name = type(self).__name__
@@ -777,7 +783,7 @@ class SequentialLR(_Composite):
         elif hasattr(scheduler, "last_epoch"):
             scheduler.last_epoch -= 1
 
-    def step(self) -> None:
+    def step(self) -> None:  # type: ignore[override]  # takes no epoch, as torch's
         self.last_epoch += 1
         index = bisect_right(self._milestones, self.last_epoch)
         scheduler = self._schedulers[index]
@@ -795,13 +801,16 @@ class ChainedScheduler(_Composite):
     def __init__(
         self, schedulers: Sequence[LRScheduler], optimizer: Optimizer | None = None
     ) -> None:
-        optimizer = optimizer or (schedulers[0].optimizer if schedulers else None)
+        if optimizer is None and schedulers:
+            optimizer = schedulers[0].optimizer
+        if optimizer is None:
+            raise ValueError("Invalid schedulers: ChainedScheduler needs at least one scheduler")
         self._check_schedulers(schedulers, optimizer)
         self._schedulers = schedulers
         self.optimizer = optimizer
         self._last_lr = _current_lrs(schedulers[-1].optimizer)
 
-    def step(self) -> None:
+    def step(self) -> None:  # type: ignore[override]  # takes no epoch, as torch's
         for scheduler in self._schedulers:
             scheduler.step()
         self._last_lr = _current_lrs(self._schedulers[-1].optimizer)

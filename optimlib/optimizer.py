@@ -36,7 +36,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast, overload
 
 import torch
 from torch import Tensor
@@ -48,6 +48,9 @@ from optimlib._validation import check_foreach, check_implemented, check_params
 ParamsT = Iterable[Tensor] | Iterable[dict[str, Any]]
 #: An update implementation: ``(params, grads, *state_lists, **hyperparameters)``.
 UpdateFn = Callable[..., None]
+#: A state list whose entries exist only under an option (``amsgrad``, ``momentum``)
+#: or after a first step, and are ``None`` otherwise.
+OptionalStates = list[Any]
 
 
 def to_scalar(value: Any) -> Any:
@@ -174,8 +177,14 @@ class Optimizer(torch.optim.Optimizer):
         """0-d state restored to the scalar dtype on load (``step`` is never cast)."""
         return tuple(k for k, spec in self.state_spec.items() if spec.scalar and k != "step")
 
+    @overload
+    def step(self, closure: None = None) -> None: ...
+
+    @overload
+    def step(self, closure: Callable[[], float]) -> float: ...
+
     @torch.no_grad()
-    def step(self, closure: Callable[[], Tensor] | None = None) -> Tensor | None:
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
         """Take one optimization step.
 
         Args:
@@ -225,15 +234,8 @@ class Optimizer(torch.optim.Optimizer):
         return {}
 
     def hyperparameters(self, group: dict[str, Any], update: UpdateFn) -> dict[str, Any]:
-        """The keyword arguments of ``update``, read from ``group`` under the same names.
-
-        A name missing from the group (a checkpoint saved before an option
-        existed) takes the optimizer's default.
-        """
-        return {
-            name: to_scalar(group[name] if name in group else self.defaults[name])
-            for name in _keyword_names(update)
-        }
+        """The keyword arguments of ``update``, read from ``group`` under the same names."""
+        return {name: to_scalar(group[name]) for name in _keyword_names(update)}
 
     def update_group(
         self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor], *, foreach: bool
@@ -245,11 +247,15 @@ class Optimizer(torch.optim.Optimizer):
                 "foreach_update) in the class body, or override update_group"
             )
         states = self.states(params, group)
-        state_lists = [[state.get(key) for state in states] for key in self.state_spec]
+        state_lists: list[list[Any]] = [
+            [state.get(key) for state in states] for key in self.state_spec
+        ]
         if foreach and self.foreach_update is not None:
             update = self.foreach_update
             kwargs = self.hyperparameters(group, update)
-            buckets = group_by_device_and_dtype([params, grads, *state_lists], self.bucket_key)
+            buckets = group_by_device_and_dtype(
+                [params, cast(list[Any], grads), *state_lists], self.bucket_key
+            )
             for indices, (bucket_params, bucket_grads, *bucket_state) in buckets:
                 update(bucket_params, bucket_grads, *bucket_state, **kwargs)
                 for full, bucket in zip(state_lists, bucket_state, strict=True):
@@ -287,14 +293,25 @@ class Optimizer(torch.optim.Optimizer):
             states.append(state)
         return states
 
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        self._fill_missing_options()
+
+    def _fill_missing_options(self) -> None:
+        for group in self.param_groups:
+            for name, value in self.defaults.items():
+                group.setdefault(name, value)
+
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Load a checkpoint, keeping scalar state in its own dtype.
 
         ``torch.optim.Optimizer.load_state_dict`` casts every floating-point
         state tensor except ``step`` to its parameter's dtype; scalar state that
         runs in float32 is cast back, so a resumed run continues bit for bit.
+        A group saved before an option existed (by an older torch, say) gets
+        that option's default, as ``torch.optim``'s ``__setstate__`` gives it.
         """
-        super().load_state_dict(state_dict)
+        super().load_state_dict(state_dict)  # which calls __setstate__
         keys = self.scalar_state_keys
         for state in self.state.values():
             if not isinstance(state, dict):

@@ -100,15 +100,17 @@ def radam_foreach(
     # joined later or missed steps may not: rectify each one on its own count.
     updates = torch._foreach_div(exp_avgs, [bias_correction(beta1, t) for t in counts])
     torch._foreach_mul_(updates, float(lr))
-    rectified = [k for k, t in enumerate(counts) if rectification(beta2, t) is not None]
-    if rectified:
-        adaptive = torch._foreach_sqrt([exp_avg_sqs[k] for k in rectified])
+    rectifiers = {k: r for k, t in enumerate(counts) if (r := rectification(beta2, t)) is not None}
+    if rectifiers:
+        adaptive = torch._foreach_sqrt([exp_avg_sqs[k] for k in rectifiers])
         torch._foreach_add_(adaptive, eps)
         torch._foreach_reciprocal_(adaptive)
-        torch._foreach_mul_(adaptive, [bias_correction(beta2, counts[k]) ** 0.5 for k in rectified])
-        scaled = [updates[k] for k in rectified]
+        torch._foreach_mul_(
+            adaptive, [bias_correction(beta2, counts[k]) ** 0.5 for k in rectifiers]
+        )
+        scaled = [updates[k] for k in rectifiers]
         torch._foreach_mul_(scaled, adaptive)
-        torch._foreach_mul_(scaled, [rectification(beta2, counts[k]) for k in rectified])
+        torch._foreach_mul_(scaled, list(rectifiers.values()))
     torch._foreach_add_(params, updates, alpha=-1.0)
 
 

@@ -96,12 +96,14 @@ class RandomScaleSGD(Optimizer):
         return {"factor": self.draw_factor()}
 
 
-def _save_generator(optimizer: RandomScaleSGD, state_dict: dict[str, Any]) -> dict[str, Any]:
+def _save_generator(optimizer: torch.optim.Optimizer, state_dict: dict[str, Any]) -> dict[str, Any]:
+    assert isinstance(optimizer, RandomScaleSGD)
     state_dict[GENERATOR_KEY] = optimizer.generator.get_state()
     return state_dict
 
 
-def _restore_generator(optimizer: RandomScaleSGD, state_dict: dict[str, Any]) -> None:
+def _restore_generator(optimizer: torch.optim.Optimizer, state_dict: dict[str, Any]) -> None:
+    assert isinstance(optimizer, RandomScaleSGD)
     if GENERATOR_KEY not in state_dict:
         raise KeyError(
             f"this checkpoint has no '{GENERATOR_KEY}': it was not saved by RandomScaleSGD, "

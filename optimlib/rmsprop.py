@@ -15,15 +15,23 @@ from optimlib._functional import (
     update_square_average,
 )
 from optimlib._validation import check_common, check_non_negative
-from optimlib.optimizer import Optimizer, ParamsT, counter, defaults_from, spec, zeros
+from optimlib.optimizer import (
+    Optimizer,
+    OptionalStates,
+    ParamsT,
+    counter,
+    defaults_from,
+    spec,
+    zeros,
+)
 
 
 def rmsprop_for_loop(
     params: list[Tensor],
     grads: list[Tensor],
     square_avgs: list[Tensor],
-    grad_avgs: list[Tensor | None],
-    momentum_buffers: list[Tensor | None],
+    grad_avgs: OptionalStates,
+    momentum_buffers: OptionalStates,
     steps: list[Tensor],
     *,
     lr: float,
@@ -56,8 +64,8 @@ def rmsprop_foreach(
     params: list[Tensor],
     grads: list[Tensor],
     square_avgs: list[Tensor],
-    grad_avgs: list[Tensor | None],
-    momentum_buffers: list[Tensor | None],
+    grad_avgs: OptionalStates,
+    momentum_buffers: OptionalStates,
     steps: list[Tensor],
     *,
     lr: float,

@@ -7,13 +7,20 @@ from torch import Tensor
 
 from optimlib._functional import descent_direction, foreach_descent_direction
 from optimlib._validation import check_common, check_non_negative, check_range
-from optimlib.optimizer import Optimizer, ParamsT, created_by_update, defaults_from, spec
+from optimlib.optimizer import (
+    Optimizer,
+    OptionalStates,
+    ParamsT,
+    created_by_update,
+    defaults_from,
+    spec,
+)
 
 
 def sgd_for_loop(
     params: list[Tensor],
     grads: list[Tensor],
-    momentum_buffers: list[Tensor | None],
+    momentum_buffers: OptionalStates,
     *,
     lr: float,
     momentum: float,
@@ -42,7 +49,7 @@ def sgd_for_loop(
 def sgd_foreach(
     params: list[Tensor],
     grads: list[Tensor],
-    momentum_buffers: list[Tensor | None],
+    momentum_buffers: OptionalStates,
     *,
     lr: float,
     momentum: float,
@@ -73,7 +80,7 @@ def sgd_foreach(
             # Already a copy (weight decay or maximize made it): update it in place.
             torch._foreach_add_(directions, buffers, alpha=momentum)
         elif nesterov:
-            directions = torch._foreach_add(directions, buffers, alpha=momentum)
+            directions = list(torch._foreach_add(directions, buffers, alpha=momentum))
         else:
             directions = buffers
     torch._foreach_add_(params, directions, alpha=-lr)

@@ -19,7 +19,7 @@ import copy
 import io
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor
@@ -66,13 +66,16 @@ class _Problem:
         return [*self.params, self.unused]
 
     def loss(self) -> Tensor:
-        return sum(
+        terms = (
             ((p - y) ** 2).sum() + 0.1 * torch.sin(3 * p).sum()
             for p, y in zip(self.params, self.targets, strict=True)
         )
+        return cast(Tensor, sum(terms))
 
-    def closure_for(self, optimizer: torch.optim.Optimizer, calls: list | None = None):
-        def closure() -> Tensor:
+    def closure_for(
+        self, optimizer: torch.optim.Optimizer, calls: list[bool] | None = None
+    ) -> Callable[[], Any]:
+        def closure() -> Any:  # a loss tensor, which torch's stubs call float
             if calls is not None:
                 calls.append(torch.is_grad_enabled())
             optimizer.zero_grad()
@@ -82,7 +85,9 @@ class _Problem:
 
         return closure
 
-    def run(self, optimizer: torch.optim.Optimizer, steps: int, scheduler=None) -> None:
+    def run(
+        self, optimizer: torch.optim.Optimizer, steps: int, scheduler: Any | None = None
+    ) -> None:
         for _ in range(steps):
             optimizer.step(self.closure_for(optimizer))
             if scheduler is not None:
@@ -143,7 +148,7 @@ def check_optimizer(
     report = CheckReport(_name_of(factory))
     cpu = torch.device("cpu")
 
-    def dtypes_and_devices(name, factory, device, steps):
+    def dtypes_and_devices(name: str, factory: Factory, device: torch.device, steps: int) -> None:
         for place in devices if devices is not None else available_devices():
             for dtype in (torch.float32, torch.float64):
                 _check_dtype_device(name, factory, torch.device(place), dtype, steps)
@@ -177,7 +182,7 @@ def check_optimizer(
 # --------------------------------------------------------------------- checks
 
 
-def _check_closure(name, factory, device, steps):
+def _check_closure(name: str, factory: Factory, device: torch.device, steps: int) -> None:
     problem = _Problem(device, torch.float64)
     optimizer = factory(problem.params)  # every one gets a gradient; None is checked next
     calls: list[bool] = []
@@ -198,7 +203,7 @@ def _check_closure(name, factory, device, steps):
     return None
 
 
-def _check_in_place(name, factory, device, steps):
+def _check_in_place(name: str, factory: Factory, device: torch.device, steps: int) -> None:
     problem = _Problem(device, torch.float64)
     params = problem.all_params
     optimizer = factory(params)
@@ -226,7 +231,7 @@ def _check_in_place(name, factory, device, steps):
     return None
 
 
-def _check_none_grads(name, factory, device, steps):
+def _check_none_grads(name: str, factory: Factory, device: torch.device, steps: int) -> None:
     problem = _Problem(device, torch.float64)
     optimizer = factory(problem.all_params)
     before = problem.unused.detach().clone()
@@ -244,7 +249,7 @@ def _check_none_grads(name, factory, device, steps):
     return None
 
 
-def _check_reproducible(name, factory, device, steps):
+def _check_reproducible(name: str, factory: Factory, device: torch.device, steps: int) -> None:
     first, second = _Problem(device, torch.float64), _Problem(device, torch.float64)
     first.run(factory(first.all_params), steps)
     second.run(factory(second.all_params), steps)
@@ -259,7 +264,7 @@ def _check_reproducible(name, factory, device, steps):
     return None
 
 
-def _check_lr_from_groups(name, factory, device, steps):
+def _check_lr_from_groups(name: str, factory: Factory, device: torch.device, steps: int) -> None:
     plain, scheduled = _Problem(device, torch.float64), _Problem(device, torch.float64)
     optimizer = factory(plain.all_params)
     other = factory(scheduled.all_params)
@@ -279,10 +284,13 @@ def _check_lr_from_groups(name, factory, device, steps):
     return None
 
 
-def _check_group_options(name, factory, device, steps):
+def _check_group_options(
+    name: str, factory: Factory, device: torch.device, steps: int
+) -> str | None:
+    """Returns why the check was skipped, or None when it ran."""
     shared, split = _Problem(device, torch.float64), _Problem(device, torch.float64)
     one_group = factory(shared.all_params)
-    lr = one_group.param_groups[0].get("lr")
+    lr = one_group.param_groups[0]["lr"]
     try:
         two_groups = factory(
             [
@@ -306,7 +314,7 @@ def _check_group_options(name, factory, device, steps):
     return None
 
 
-def _check_resume(name, factory, device, steps):
+def _check_resume(name: str, factory: Factory, device: torch.device, steps: int) -> None:
     uninterrupted = _Problem(device, torch.float64)
     optimizer = factory(uninterrupted.all_params)
     uninterrupted.run(optimizer, steps)
@@ -337,7 +345,9 @@ def _check_resume(name, factory, device, steps):
     return None
 
 
-def _check_dtype_device(name, factory, device, dtype, steps):
+def _check_dtype_device(
+    name: str, factory: Factory, device: torch.device, dtype: torch.dtype, steps: int
+) -> None:
     problem = _Problem(device, dtype)
     optimizer = factory(problem.all_params)
     problem.run(optimizer, steps)
@@ -356,7 +366,15 @@ def _check_dtype_device(name, factory, device, dtype, steps):
         _fail(name, f"non-finite parameters after {steps} steps in {dtype} on {device}")
 
 
-def _check_reference(name, factory, reference, device, steps, rtol, atol):
+def _check_reference(
+    name: str,
+    factory: Factory,
+    reference: Factory,
+    device: torch.device,
+    steps: int,
+    rtol: float,
+    atol: float,
+) -> None:
     ours, theirs = _Problem(device, torch.float64), _Problem(device, torch.float64)
     ours.run(factory(ours.all_params), steps)
     theirs.run(reference(theirs.all_params), steps)

@@ -334,7 +334,11 @@ def test_works_with_grad_scaler_including_skipped_steps(info, config, device):
 
 
 @pytest.mark.parametrize(("info", "config"), one_config_each())
-def test_compiled_step_gives_the_same_result(info, config):
+def test_compiled_step_gives_the_same_result(info, config, request):
+    if info.name == "ASGD" and _torch_version() < (2, 14):
+        # torch 2.13's compiler drops an in-place copy_ into a 0-d float64 tensor
+        # (ASGD's average of the 0-d parameter); torch.optim.SGD is hit the same way.
+        request.applymarker(pytest.mark.xfail(strict=True, reason="a torch 2.13 compiler bug"))
     torch._dynamo.reset()
     eager, compiled = Scenario(torch.device("cpu")), Scenario(torch.device("cpu"))
     opt_eager = make(info, info.ours, eager, config, foreach=True)
@@ -449,3 +453,8 @@ def test_unimplemented_torch_options_are_refused_not_ignored(info):
     with pytest.raises(NotImplementedError):
         optimizer.step()
     torch.testing.assert_close(weight.detach(), before)
+
+
+def _torch_version() -> tuple[int, int]:
+    major, minor = torch.__version__.split(".")[:2]
+    return int(major), int(minor)

@@ -100,3 +100,42 @@ def test_each_remaining_check_can_fail():
         check_optimizer(lambda p: LosesDtype(p))
     with pytest.raises(AssertionError, match=r"whose \.grad is None was changed"):
         check_optimizer(lambda p: TouchesGradless(p, lr=0.1))
+
+
+def test_the_closure_in_place_and_resume_checks_can_fail():
+    class IgnoresClosure(torch.optim.SGD):
+        @torch.no_grad()
+        def step(self, closure=None):
+            return super().step()
+
+    class Rebinds(torch.optim.SGD):
+        @torch.no_grad()
+        def step(self, closure=None):
+            with torch.enable_grad():
+                loss = closure() if closure is not None else None
+            for group in self.param_groups:
+                for p in group["params"]:
+                    if p.grad is not None:
+                        p.data = p - group["lr"] * p.grad
+            return loss
+
+    class CountsOnSelf(torch.optim.SGD):
+        calls = 0  # a step counter outside state: a resumed run starts it again
+
+        @torch.no_grad()
+        def step(self, closure=None):
+            with torch.enable_grad():
+                loss = closure() if closure is not None else None
+            self.calls += 1
+            for group in self.param_groups:
+                for p in group["params"]:
+                    if p.grad is not None:
+                        p.add_(p.grad, alpha=-group["lr"] / self.calls)
+            return loss
+
+    with pytest.raises(AssertionError, match="'step\\(closure\\) calls the closure"):
+        check_optimizer(lambda p: IgnoresClosure(p, lr=0.1))
+    with pytest.raises(AssertionError, match="'the update is in place"):
+        check_optimizer(lambda p: Rebinds(p, lr=0.1))
+    with pytest.raises(AssertionError, match="'a checkpoint resumes exactly"):
+        check_optimizer(lambda p: CountsOnSelf(p, lr=0.1))

@@ -1,0 +1,119 @@
+"""The library on its own: installed with no extras, on the oldest torch it declares.
+
+One fresh virtual environment gets ``pip install .`` with torch pinned to the
+floor that ``pyproject.toml`` declares, plus pytest and hypothesis and nothing
+else. In it, ``import optimlib`` must not load matplotlib, the package must
+require torch alone, and the library's tests (``tests/library``, copied out of
+the repository so that the installed package is the one imported) must pass.
+
+Where no copy of that torch release is at hand, pip downloads it (a CPU-only
+machine gets a CUDA build of several GB); set ``OPTIMLIB_SKIP_TORCH_FLOOR=1``
+to skip this test there.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import venv
+from pathlib import Path
+
+import pytest
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DISTRIBUTION = "optimizers-from-scratch"
+
+
+def _declared_torch_floor() -> str:
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    (torch_requirement,) = [r for r in project["dependencies"] if r.startswith("torch")]
+    match = re.fullmatch(r"torch>=([0-9.]+)", torch_requirement)
+    assert match, f"the torch requirement is not a plain lower bound: {torch_requirement}"
+    return match[1]
+
+
+def _pin(name: str) -> str:
+    for line in (REPO_ROOT / "constraints.txt").read_text(encoding="utf-8").splitlines():
+        if line.lower().startswith(f"{name}=="):
+            return line.strip()
+    raise AssertionError(f"{name} is not pinned in constraints.txt")
+
+
+def _run(command: list[str], cwd: Path, timeout: int) -> str:
+    result = subprocess.run(
+        command, cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, f"{' '.join(command)} failed:\n{output[-6000:]}"
+    return output
+
+
+def test_library_installs_and_passes_its_tests_with_torch_alone_on_the_floor(tmp_path):
+    if os.environ.get("OPTIMLIB_SKIP_TORCH_FLOOR") == "1":
+        pytest.skip("OPTIMLIB_SKIP_TORCH_FLOOR=1")
+    floor = _declared_torch_floor()
+    environment = tmp_path / "venv"
+    venv.create(environment, with_pip=True)
+    python = str(environment / "bin" / "python")
+    _run(
+        [
+            python,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            f"torch=={floor}",
+            _pin("pytest"),
+            _pin("hypothesis"),
+            str(REPO_ROOT),
+        ],
+        tmp_path,
+        timeout=1500,
+    )
+    facts = _run(
+        [
+            python,
+            "-c",
+            "import importlib.metadata as m, importlib.util as u, json, sys, torch, optimlib; "
+            "print('fact', torch.__version__); print('fact', optimlib.__file__); "
+            f"print('fact', json.dumps(m.requires({DISTRIBUTION!r}))); "
+            "print('fact', 'matplotlib' in sys.modules, u.find_spec('matplotlib') is not None)",
+        ],
+        tmp_path,
+        timeout=300,
+    ).splitlines()
+    facts = [line.removeprefix("fact ") for line in facts if line.startswith("fact ")]
+    torch_version, location, requirements, matplotlib_facts = facts
+    assert torch_version.startswith(floor), torch_version
+    assert str(environment) in location, f"optimlib was imported from {location}"
+    unconditional = [r for r in json.loads(requirements) if "extra ==" not in r]
+    assert unconditional == [f"torch>={floor}"], unconditional
+    assert matplotlib_facts == "False False", "matplotlib was imported or installed"
+
+    shutil.copytree(REPO_ROOT / "tests", tmp_path / "run" / "tests")
+    report = _run(
+        [
+            python,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-o",
+            "addopts=-ra",
+            "tests/library",
+        ],
+        tmp_path / "run",
+        timeout=1500,
+    )
+    summary = report.strip().splitlines()[-1]
+    print(f"torch {torch_version}: {summary}")
+    assert " passed" in summary and "failed" not in summary, report[-6000:]
