@@ -7,6 +7,7 @@ it to compare, and that strict mode really catches a changed number.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import subprocess
@@ -62,8 +63,9 @@ def test_first_cell_installs_optimlib_from_the_books_repository(notebook):
     first = _code_cells(notebook)[0].source
     repository = book_config()["repository"]["url"]
     assert 'find_spec("optimlib") is None' in first
-    assert f'%pip install --quiet "optimlib @ git+{repository}"' in first, (
-        "the install line must use the repository URL of _config.yml"
+    distribution = "optimizers-from-scratch"
+    assert f'%pip install --quiet "{distribution} @ git+{repository}"' in first, (
+        "the install line must name the distribution and the repository URL of _config.yml"
     )
 
 
@@ -111,3 +113,16 @@ def test_strict_nbval_fails_when_a_stored_number_changes(tmp_path):
     )
     assert result.returncode == 1, result.stdout[-3000:]
     assert "76.5" in result.stdout and "1 failed" in result.stdout
+
+
+@pytest.mark.parametrize("notebook", CHAPTERS, ids=lambda path: path.stem)
+def test_each_cells_printed_lines_are_stored_as_one_output(notebook):
+    """Split stream outputs render as separate boxes; regenerate with coalescing (README)."""
+    cells = json.loads(notebook.read_text(encoding="utf-8"))["cells"]
+    for index, cell in enumerate(cells):
+        outputs = cell.get("outputs", [])
+        for first, second in itertools.pairwise(outputs):
+            adjacent_streams = first.get("output_type") == second.get("output_type") == "stream"
+            assert not (adjacent_streams and first.get("name") == second.get("name")), (
+                f"{notebook.name} cell {index}: split {first.get('name')} output"
+            )

@@ -18,15 +18,11 @@ import os
 import re
 import shutil
 import subprocess
+import tomllib
 import venv
 from pathlib import Path
 
 import pytest
-
-try:
-    import tomllib
-except ModuleNotFoundError:  # Python 3.10
-    import tomli as tomllib
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DISTRIBUTION = "optimizers-from-scratch"
