@@ -8,7 +8,7 @@ it lives here once:
 - the step loop: the closure evaluated with gradients enabled, every group
   checked before any is updated, parameters without a gradient skipped;
 - per-parameter state created lazily from the class's declaration
-  (:attr:`Optimizer.state_spec`);
+  (``Optimizer.state_spec``);
 - the choice between the for-loop and the foreach implementation, made in one
   place (:func:`optimlib._foreach.use_foreach`), with the foreach one called
   once per bucket of one device and one dtype;
@@ -275,7 +275,7 @@ class Optimizer(torch.optim.Optimizer):
         return None
 
     def states(self, params: Iterable[Tensor], group: dict[str, Any]) -> list[dict[str, Any]]:
-        """Each parameter's state, with every entry of :attr:`state_spec` it lacks created.
+        """Each parameter's state, with every entry of ``state_spec`` it lacks created.
 
         An entry is created the first time it is needed: at the first step, or
         later when an option such as ``amsgrad`` is switched on mid-run. A

@@ -48,7 +48,7 @@ class RandomScaleSGD(Optimizer):
         \theta_t = \theta_{t-1} - \gamma\, u_t\, g_t
 
     One factor is drawn per step, shared by all parameter groups, from a
-    ``torch.Generator`` seeded with ``seed``: :meth:`step_values` draws it,
+    ``torch.Generator`` seeded with ``seed``: ``step_values()`` draws it,
     and the base class hands it to every group's update as ``factor``. The
     generator's state travels in ``state_dict()`` under ``"generator_state"``
     (through the optimizer's state-dict hooks), so a run resumed from a

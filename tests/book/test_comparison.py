@@ -6,13 +6,11 @@ import pytest
 import torch
 
 import optimlib
+from optimlib.book import compare_optimizers
+from optimlib.book.functions import Rosenbrock
 
 
 def test_compare_optimizers_measures_differences_and_refuses_divergence():
-    from optimlib.functions import Rosenbrock
-
-    from optimlib.testing import compare_optimizers
-
     rosenbrock = Rosenbrock()
     same = compare_optimizers(
         rosenbrock,
