@@ -7,9 +7,11 @@ it to compare, and that strict mode really catches a changed number.
 
 from __future__ import annotations
 
+import base64
 import itertools
 import json
 import os
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -126,3 +128,22 @@ def test_each_cells_printed_lines_are_stored_as_one_output(notebook):
             assert not (adjacent_streams and first.get("name") == second.get("name")), (
                 f"{notebook.name} cell {index}: split {first.get('name')} output"
             )
+
+
+#: The book's column is about 760 px; a figure at most 11 inches wide at the
+#: chapters' 100 dpi keeps its labels legible there (CONVENTIONS.md).
+WIDEST_FIGURE_PX = 1100
+
+
+@pytest.mark.parametrize("notebook", CHAPTERS, ids=lambda path: path.stem)
+def test_no_stored_figure_is_wider_than_eleven_inches(notebook):
+    cells = json.loads(notebook.read_text(encoding="utf-8"))["cells"]
+    for index, cell in enumerate(cells):
+        for output in cell.get("outputs", []):
+            png = output.get("data", {}).get("image/png")
+            if png:
+                (width,) = struct.unpack(">I", base64.b64decode(png)[16:20])
+                assert width <= WIDEST_FIGURE_PX, (
+                    f"{notebook.name} cell {index}: a figure {width} px wide "
+                    f"({width / 100:.1f} in at 100 dpi)"
+                )
