@@ -163,14 +163,19 @@ def check_betas(betas: Any, name: str = "beta parameter") -> tuple[float, float]
     return float(betas[0]), float(betas[1])
 
 
+#: Marks an argument that an optimizer does not have (Rprop has no eps), as
+#: opposed to one the caller set to None, which is refused.
+NOT_AN_ARGUMENT: Any = object()
+
+
 def check_common(
-    lr: Any, eps: Any | None = None, weight_decay: Any | None = None, **flags: Any
+    lr: Any, eps: Any = NOT_AN_ARGUMENT, weight_decay: Any = NOT_AN_ARGUMENT, **flags: Any
 ) -> None:
     """The checks nearly every optimizer makes: lr, eps and weight_decay >= 0, boolean flags."""
     check_non_negative("lr", lr)
-    if eps is not None:
+    if eps is not NOT_AN_ARGUMENT:
         check_non_negative("eps", eps)
-    if weight_decay is not None:
+    if weight_decay is not NOT_AN_ARGUMENT:
         check_non_negative("weight_decay", weight_decay)
     for name, value in flags.items():
         if name == "foreach":

@@ -458,3 +458,17 @@ def test_unimplemented_torch_options_are_refused_not_ignored(info):
 def _torch_version() -> tuple[int, int]:
     major, minor = torch.__version__.split(".")[:2]
     return int(major), int(minor)
+
+
+@pytest.mark.parametrize("info", OPTIMIZERS, ids=lambda info: info.name)
+def test_none_for_a_numeric_argument_is_refused_at_construction(info):
+    weight = torch.ones(3, requires_grad=True)
+    numeric = [
+        name
+        for name, value in info.ours([torch.ones(1, requires_grad=True)]).defaults.items()
+        if isinstance(value, (int, float)) and not isinstance(value, bool)
+    ]
+    assert numeric, "no numeric hyperparameter found"
+    for name in numeric:
+        with pytest.raises((TypeError, ValueError), match=f"Invalid {name}"):
+            info.ours([weight], **{name: None})
