@@ -97,6 +97,7 @@ class Adagrad(Optimizer):
     state_spec = spec(sum=filled("initial_accumulator_value"), step=counter())
     for_loop_update, foreach_update = adagrad_for_loop, adagrad_foreach
     creates_state_eagerly = True
+    supports_sparse = True
 
     def __init__(
         self,

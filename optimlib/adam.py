@@ -126,6 +126,9 @@ class Adam(Optimizer):
         exp_avg=zeros(), exp_avg_sq=zeros(), max_exp_avg_sq=zeros(when="amsgrad"), step=counter()
     )
     for_loop_update, foreach_update = adam_for_loop, adam_foreach
+    sparse_gradient_error = (
+        "Adam does not support sparse gradients, please consider SparseAdam instead"
+    )
 
     def __init__(
         self,

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from optimlib._validation import check_bool, check_integer, check_non_negative
+from optimlib._validation import check_bool, check_integer, check_non_negative, check_range
 from optimlib.optimizer import Optimizer, ParamsT, to_scalar
 
 LINE_SEARCHES = (None, "strong_wolfe")
@@ -60,8 +60,9 @@ class LBFGS(Optimizer):
         if max_eval is None:
             max_eval = max_iter * 5 // 4
         check_integer("max_eval", max_eval, 1)
-        check_non_negative("tolerance_grad", tolerance_grad)
-        check_non_negative("tolerance_change", tolerance_change)
+        # inf is allowed, as torch allows it: it stops the run after its first evaluation.
+        check_range("tolerance_grad", tolerance_grad, 0.0)
+        check_range("tolerance_change", tolerance_change, 0.0)
         check_integer("history_size", history_size, 1)
         if line_search_fn not in LINE_SEARCHES:
             raise ValueError(
@@ -299,7 +300,7 @@ def cubic_minimizer(
     low, high = bounds if bounds is not None else ((x1, x2) if x1 <= x2 else (x2, x1))
     d1 = g1 + g2 - 3 * (f1 - f2) / (x1 - x2)
     d2_square = d1**2 - g1 * g2
-    if d2_square < 0:
+    if not d2_square >= 0:  # a NaN takes the midpoint too, as in torch.optim.LBFGS
         return (low + high) / 2.0
     d2 = d2_square.sqrt()
     if x1 <= x2:

@@ -146,6 +146,10 @@ class Optimizer(torch.optim.Optimizer):
     foreach_update: ClassVar[UpdateFn | None] = None
     #: Whether the update is written for complex parameters (SGD's is, as is).
     supports_complex: ClassVar[bool] = False
+    #: Whether the update handles sparse gradients (SGD's and Adagrad's do).
+    supports_sparse: ClassVar[bool] = False
+    #: The error for a sparse gradient otherwise; ``None``: "<class> does not support ...".
+    sparse_gradient_error: ClassVar[str | None] = None
     #: Whether every parameter's state is created at construction, as torch.optim.Adagrad does.
     creates_state_eagerly: ClassVar[bool] = False
 
@@ -223,6 +227,13 @@ class Optimizer(torch.optim.Optimizer):
             type(self).__name__,
             {k: group.get(k) for k in ("fused", "differentiable") if k in self.defaults},
         )
+        if not self.supports_sparse and any(
+            p.grad is not None and p.grad.is_sparse for p in params
+        ):
+            raise RuntimeError(
+                self.sparse_gradient_error
+                or f"{type(self).__name__} does not support sparse gradients"
+            )
         if not self.supports_complex and any(p.is_complex() for p in params):
             raise NotImplementedError(
                 f"optimlib.{type(self).__name__} does not support complex parameters; "
@@ -295,12 +306,25 @@ class Optimizer(torch.optim.Optimizer):
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
-        self._fill_missing_options()
+        self._upgrade_loaded_state()
 
-    def _fill_missing_options(self) -> None:
+    def _upgrade_loaded_state(self) -> None:
+        """What older checkpoints lack: options added since, and ``step`` as a tensor.
+
+        torch.optim's own optimizers do the same in their ``__setstate__``: a
+        group gets the default of an option it was saved without, and a step
+        count saved as a Python number becomes a counter tensor again.
+        """
+        step_spec = self.state_spec.get("step")
         for group in self.param_groups:
             for name, value in self.defaults.items():
                 group.setdefault(name, value)
+            if step_spec is None or step_spec.create is None:
+                continue
+            for param in group["params"]:
+                state = self.state.get(param)
+                if isinstance(state, dict) and not isinstance(state.get("step", 0.0), Tensor):
+                    state["step"] = step_spec.create(param, group).fill_(float(state["step"]))
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Load a checkpoint, keeping scalar state in its own dtype.

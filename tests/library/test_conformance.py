@@ -472,3 +472,54 @@ def test_none_for_a_numeric_argument_is_refused_at_construction(info):
     for name in numeric:
         with pytest.raises((TypeError, ValueError), match=f"Invalid {name}"):
             info.ours([weight], **{name: None})
+
+
+@pytest.mark.parametrize(
+    "info", [i for i in OPTIMIZERS if i.sparse_config is None], ids=lambda info: info.name
+)
+def test_a_sparse_gradient_is_refused_with_torchs_error_before_anything_changes(info):
+    def attempt(cls):
+        dense = torch.ones(3, requires_grad=True)
+        embedding = torch.nn.Embedding(4, 2, sparse=True)
+        with torch.no_grad():
+            embedding.weight.fill_(1.0)
+        optimizer = cls([dense, embedding.weight], **info.configs[0])
+        dense.grad = torch.ones(3)
+        embedding(torch.tensor([1, 2])).sum().backward()
+        with pytest.raises(RuntimeError) as refusal:
+            optimizer.step()
+        return str(refusal.value), dense, embedding.weight, optimizer
+
+    message, dense, weight, optimizer = attempt(info.ours)
+    torch_message, *_ = attempt(info.theirs)
+    assert message == torch_message
+    assert torch.equal(dense.detach(), torch.ones(3))
+    assert torch.equal(weight.detach(), torch.ones(4, 2))
+    assert all("step" not in state or state["step"] == 0 for state in optimizer.state.values())
+
+
+@pytest.mark.parametrize(("info", "config"), one_config_each())
+@pytest.mark.parametrize("as_number", [int, float], ids=["int", "float"])
+def test_a_step_saved_as_a_number_loads_and_continues_like_a_tensor_step(info, config, as_number):
+    scenario = Scenario(torch.device("cpu"))
+    optimizer = make(info, info.ours, scenario, config)
+    for step in range(3):
+        scenario.compute_gradients(step)
+        optimizer.step()
+    saved = copy.deepcopy(optimizer.state_dict())
+    if not any("step" in state for state in saved["state"].values()):
+        pytest.skip(f"{info.name} keeps no step count")
+    for state in saved["state"].values():
+        if "step" in state:
+            state["step"] = as_number(state["step"].item())
+    twin = Scenario(torch.device("cpu"))
+    twin.copy_values_from(scenario)
+    resumed = make(info, info.ours, twin, config)
+    resumed.load_state_dict(saved)
+    for step in range(3, 6):
+        scenario.compute_gradients(step)
+        twin.compute_gradients(step)
+        optimizer.step()
+        resumed.step()
+    for mine, theirs in zip(twin.params, scenario.params, strict=True):
+        torch.testing.assert_close(mine, theirs, rtol=0, atol=0)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import inspect
 import io
+import math
 from typing import Any
 
 import pytest
@@ -190,3 +191,23 @@ def test_defaults_match_torch():
         assert ours.pop("maximize") is False
     assert ours == theirs
     assert optimlib.LBFGS(params, max_iter=8).defaults["max_eval"] == 10
+
+
+def test_an_infinite_tolerance_is_accepted_as_torch_accepts_it():
+    for cls in (torch.optim.LBFGS, optimlib.LBFGS):
+        problem = Problem()
+        optimizer = cls(problem.params, tolerance_grad=float("inf"), tolerance_change=math.inf)
+        optimizer.step(problem.closure_for(optimizer))
+    ours, theirs = Problem(), Problem()
+    for problem, cls in ((ours, optimlib.LBFGS), (theirs, torch.optim.LBFGS)):
+        optimizer = cls(problem.params, tolerance_grad=float("inf"))
+        optimizer.step(problem.closure_for(optimizer))
+    for a, b in zip(ours.params, theirs.params, strict=True):
+        assert torch.equal(a, b)
+
+
+def test_the_cubic_step_of_a_nan_bracket_is_the_midpoint():
+    nan = torch.tensor(float("nan"), dtype=torch.float64)
+    one = torch.tensor(1.0, dtype=torch.float64)
+    step = optimlib.lbfgs.cubic_minimizer(0.0, one, nan, 1.0, one, -one)
+    assert step == 0.5
