@@ -83,7 +83,9 @@ class RandomScaleSGD(Optimizer):
         self.generator = torch.Generator().manual_seed(seed)
         self.factors: list[float] = []
         self.register_state_dict_post_hook(_save_generator)
-        self.register_load_state_dict_pre_hook(_restore_generator)
+        self.register_load_state_dict_pre_hook(_take_generator_state)
+        self.register_load_state_dict_post_hook(_restore_generator)
+        self._loaded_generator_state: Tensor | None = None
 
     def draw_factor(self) -> float:
         """The next :math:`u_t`; drawn on the CPU, so no device synchronises."""
@@ -102,11 +104,26 @@ def _save_generator(optimizer: torch.optim.Optimizer, state_dict: dict[str, Any]
     return state_dict
 
 
-def _restore_generator(optimizer: torch.optim.Optimizer, state_dict: dict[str, Any]) -> None:
+def _take_generator_state(optimizer: torch.optim.Optimizer, state_dict: dict[str, Any]) -> None:
+    """Set the saved generator state aside; it is applied once the load has succeeded.
+
+    A pre-hook runs before ``load_state_dict`` checks the checkpoint against the
+    parameter groups, so restoring here would change the generator even when
+    the load then fails. (The hook gets a shallow copy: popping leaves the
+    caller's dict as it was.)
+    """
     assert isinstance(optimizer, RandomScaleSGD)
     if GENERATOR_KEY not in state_dict:
         raise KeyError(
             f"this checkpoint has no '{GENERATOR_KEY}': it was not saved by RandomScaleSGD, "
             "so the random factors cannot be resumed"
         )
-    optimizer.generator.set_state(state_dict[GENERATOR_KEY])
+    # A CPU generator takes a CPU state, also from a checkpoint loaded onto a GPU.
+    optimizer._loaded_generator_state = state_dict.pop(GENERATOR_KEY).cpu()
+
+
+def _restore_generator(optimizer: torch.optim.Optimizer) -> None:
+    assert isinstance(optimizer, RandomScaleSGD)
+    if optimizer._loaded_generator_state is not None:
+        optimizer.generator.set_state(optimizer._loaded_generator_state)
+        optimizer._loaded_generator_state = None

@@ -79,3 +79,17 @@ def test_a_foreign_checkpoint_is_refused_with_a_reason():
 def test_bad_arguments(kwargs, error):
     with pytest.raises(error, match="Invalid"):
         optimlib.RandomScaleSGD([torch.zeros(1, requires_grad=True)], **kwargs)
+
+
+def test_a_failed_load_leaves_the_generator_as_it_was():
+    saved = optimlib.RandomScaleSGD([torch.zeros(2, requires_grad=True)], seed=0).state_dict()
+    two_groups = [{"params": [torch.zeros(2, requires_grad=True)]} for _ in range(2)]
+    optimizer = optimlib.RandomScaleSGD(two_groups, seed=1)
+    before = optimizer.generator.get_state()
+    with pytest.raises(ValueError, match="different number of parameter groups"):
+        optimizer.load_state_dict(saved)
+    assert torch.equal(optimizer.generator.get_state(), before)
+    assert optimlib.random_scale_sgd.GENERATOR_KEY in saved, "the caller's dict was changed"
+    single = optimlib.RandomScaleSGD([torch.zeros(2, requires_grad=True)], seed=1)
+    single.load_state_dict(saved)
+    assert torch.equal(single.generator.get_state(), saved["generator_state"])
