@@ -112,4 +112,6 @@ def test_library_installs_and_passes_its_tests_with_torch_alone_on_the_floor(tmp
     )
     summary = report.strip().splitlines()[-1]
     print(f"torch {torch_version}: {summary}")
-    assert " passed" in summary and "failed" not in summary, report[-6000:]
+    # "1 xfailed" (a known torch 2.13 bug, marked strict) is not a failure.
+    assert re.search(r"\b\d+ passed\b", summary), report[-6000:]
+    assert not re.search(r"\b\d+ (failed|error|errors)\b", summary), report[-6000:]
