@@ -35,7 +35,7 @@ def use_foreach(foreach: bool | None, params: Sequence[Tensor], grads: Sequence[
 
 
 def group_by_device_and_dtype(
-    tensor_lists: Sequence[Sequence[T]],
+    tensor_lists: Sequence[list[T]],
     extra_key: Callable[[Tensor], Hashable] | None = None,
 ) -> list[tuple[list[int], list[list[T]]]]:
     """Split parallel lists into buckets of one device and one dtype, all at once.
@@ -47,12 +47,17 @@ def group_by_device_and_dtype(
     positions it took and its lists. Like ``torch.optim``'s
     ``_group_tensors_by_device_and_dtype``, without its private API.
     """
-    params = tensor_lists[0]
+    params: list[Any] = tensor_lists[0]
+    if extra_key is None and params:
+        device, dtype = params[0].device, params[0].dtype
+        if all(p.device == device and p.dtype == dtype for p in params):
+            # The common case, one bucket: the lists themselves, nothing copied.
+            return [(list(range(len(params))), list(tensor_lists))]
     positions: dict[Hashable, list[int]] = {}
     for index, param in enumerate(params):
-        key: Any = (param.device, param.dtype)  # type: ignore[attr-defined]
+        key: Hashable = (param.device, param.dtype)
         if extra_key is not None:
-            key = (*key, extra_key(param))  # type: ignore[arg-type]
+            key = (param.device, param.dtype, extra_key(param))
         positions.setdefault(key, []).append(index)
     return [
         (indices, [[values[i] for i in indices] for values in tensor_lists])

@@ -264,14 +264,17 @@ class Optimizer(torch.optim.Optimizer):
         if foreach and self.foreach_update is not None:
             update = self.foreach_update
             kwargs = self.hyperparameters(group, update)
+            overridden = type(self).bucket_key is not Optimizer.bucket_key
             buckets = group_by_device_and_dtype(
-                [params, cast(list[Any], grads), *state_lists], self.bucket_key
+                [params, cast(list[Any], grads), *state_lists],
+                self.bucket_key if overridden else None,
             )
+            created = [k for k, spec in enumerate(self.state_spec.values()) if spec.create is None]
             for indices, (bucket_params, bucket_grads, *bucket_state) in buckets:
                 update(bucket_params, bucket_grads, *bucket_state, **kwargs)
-                for full, bucket in zip(state_lists, bucket_state, strict=True):
-                    for index, value in zip(indices, bucket, strict=True):
-                        full[index] = value
+                for k in created:  # what the update created in its bucket's lists
+                    for index, value in zip(indices, bucket_state[k], strict=True):
+                        state_lists[k][index] = value
         else:
             update = self.for_loop_update
             update(params, grads, *state_lists, **self.hyperparameters(group, update))
@@ -292,15 +295,22 @@ class Optimizer(torch.optim.Optimizer):
         later when an option such as ``amsgrad`` is switched on mid-run. A
         parameter with nothing to keep (plain SGD) gets no state at all.
         """
-        states = []
+        wanted = [
+            (key, spec.create)
+            for key, spec in self.state_spec.items()
+            if spec.create is not None and (spec.when is None or bool(group.get(spec.when)))
+        ]
+        states: list[dict[str, Any]] = []
         for param in params:
-            state = self.state[param] if param in self.state else {}
-            for key, spec in self.state_spec.items():
-                wanted = spec.when is None or bool(group.get(spec.when))
-                if key not in state and wanted and spec.create is not None:
-                    state[key] = spec.create(param, group)
-            if state and param not in self.state:
-                self.state[param] = state
+            state = self.state.get(param)  # .get: the defaultdict creates nothing
+            if state is None:
+                if not wanted:
+                    states.append({})
+                    continue
+                state = self.state[param] = {}
+            for key, create in wanted:
+                if key not in state:
+                    state[key] = create(param, group)
             states.append(state)
         return states
 
