@@ -60,9 +60,10 @@ class LBFGS(Optimizer):
         if max_eval is None:
             max_eval = max_iter * 5 // 4
         check_integer("max_eval", max_eval, 1)
-        # inf is allowed, as torch allows it: it stops the run after its first evaluation.
-        check_range("tolerance_grad", tolerance_grad, 0.0)
-        check_range("tolerance_change", tolerance_change, 0.0)
+        # Any number torch takes (inf stops after the first evaluation, -inf never
+        # stops on that test); only NaN, which no comparison can use, is refused.
+        check_range("tolerance_grad", tolerance_grad)
+        check_range("tolerance_change", tolerance_change)
         check_integer("history_size", history_size, 1)
         if line_search_fn not in LINE_SEARCHES:
             raise ValueError(
@@ -142,6 +143,11 @@ class LBFGS(Optimizer):
                 "backward() and returns the loss"
             )
         self._check_single_group()
+        if any(p.is_complex() for p in self._params):
+            raise NotImplementedError(
+                "optimlib.LBFGS does not support complex parameters; optimize "
+                "torch.view_as_real(param) instead, or use torch.optim.LBFGS"
+            )
         group = self.param_groups[0]
         lr = to_scalar(group["lr"])
         maximize = group["maximize"]

@@ -172,6 +172,9 @@ class Optimizer(torch.optim.Optimizer):
                 "implementation (use foreach=None or False)"
             )
         super().__init__(check_params(params), defaults)
+        # The options this optimizer has, for upgrading older checkpoints (torch's
+        # own __setstate__ adds "differentiable" to defaults, which LBFGS lacks).
+        self._option_names = tuple(defaults)
         if self.creates_state_eagerly:
             for group in self.param_groups:
                 self.states(group["params"], group)
@@ -326,9 +329,10 @@ class Optimizer(torch.optim.Optimizer):
         count saved as a Python number becomes a counter tensor again.
         """
         step_spec = self.state_spec.get("step")
+        names = getattr(self, "_option_names", tuple(self.defaults))
         for group in self.param_groups:
-            for name, value in self.defaults.items():
-                group.setdefault(name, value)
+            for name in names:
+                group.setdefault(name, self.defaults[name])
             if step_spec is None or step_spec.create is None:
                 continue
             for param in group["params"]:

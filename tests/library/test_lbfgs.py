@@ -173,8 +173,8 @@ def test_two_parameter_groups_are_refused():
         ({"max_iter": 2.5}, TypeError, r"Invalid max_iter: 2\.5 \(must be an integer"),
         ({"max_eval": 0}, ValueError, r"Invalid max_eval"),
         ({"history_size": 0}, ValueError, r"Invalid history_size"),
-        ({"tolerance_grad": -1e-7}, ValueError, r"Invalid tolerance_grad"),
-        ({"tolerance_change": -1.0}, ValueError, r"Invalid tolerance_change"),
+        ({"tolerance_grad": math.nan}, ValueError, r"Invalid tolerance_grad"),
+        ({"tolerance_change": math.nan}, ValueError, r"Invalid tolerance_change"),
         ({"line_search_fn": "armijo"}, ValueError, r"Invalid line_search_fn: 'armijo'"),
         ({"maximize": 1}, TypeError, r"Invalid maximize"),
     ],
@@ -211,3 +211,41 @@ def test_the_cubic_step_of_a_nan_bracket_is_the_midpoint():
     one = torch.tensor(1.0, dtype=torch.float64)
     step = optimlib.lbfgs.cubic_minimizer(0.0, one, nan, 1.0, one, -one)
     assert step == 0.5
+
+
+def test_a_loaded_checkpoint_keeps_torchs_group_keys():
+    problem = Problem()
+    theirs = torch.optim.LBFGS(problem.params)
+    theirs.step(problem.closure_for(theirs))
+    ours = optimlib.LBFGS(Problem().params)
+    ours.load_state_dict(copy.deepcopy(theirs.state_dict()))
+    assert ours.param_groups[0].keys() == theirs.param_groups[0].keys()
+    ours.load_state_dict(copy.deepcopy(ours.state_dict()))
+    assert ours.param_groups[0].keys() == theirs.param_groups[0].keys()
+
+
+def test_a_negative_infinite_tolerance_gives_torchs_result():
+    runs = []
+    for cls in (optimlib.LBFGS, torch.optim.LBFGS):
+        problem = Problem()
+        optimizer = cls(problem.params, tolerance_grad=-math.inf, max_iter=3)
+        loss = optimizer.step(problem.closure_for(optimizer))
+        runs.append((float(loss), [p.detach().clone() for p in problem.params]))
+    assert runs[0][0] == runs[1][0]
+    assert all(torch.equal(a, b) for a, b in zip(runs[0][1], runs[1][1], strict=True))
+
+
+def test_complex_parameters_are_refused_before_anything_changes():
+    weight = torch.randn(3, dtype=torch.complex64, requires_grad=True)
+    before = weight.detach().clone()
+    optimizer = optimlib.LBFGS([weight])
+
+    def closure():
+        optimizer.zero_grad()
+        loss = (weight.abs() ** 2).sum()
+        loss.backward()
+        return loss
+
+    with pytest.raises(NotImplementedError, match="complex"):
+        optimizer.step(closure)
+    assert torch.equal(weight.detach(), before) and not optimizer.state
