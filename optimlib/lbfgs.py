@@ -42,6 +42,9 @@ class LBFGS(Optimizer):
     ``param_bytes * (2 * history_size + 2)`` bytes of state.
     """
 
+    #: Sparse gradients are made dense for the flat gradient, as torch.optim.LBFGS does.
+    supports_sparse = True
+
     def __init__(
         self,
         params: ParamsT,
@@ -143,12 +146,8 @@ class LBFGS(Optimizer):
                 "backward() and returns the loss"
             )
         self._check_single_group()
-        if any(p.is_complex() for p in self._params):
-            raise NotImplementedError(
-                "optimlib.LBFGS does not support complex parameters; optimize "
-                "torch.view_as_real(param) instead, or use torch.optim.LBFGS"
-            )
         group = self.param_groups[0]
+        self.check_group(group, self._params)  # the base class's checks (complex, ...)
         lr = to_scalar(group["lr"])
         maximize = group["maximize"]
         state = self.state[self._params[0]]

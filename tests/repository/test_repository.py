@@ -4,48 +4,32 @@ from __future__ import annotations
 
 import importlib.metadata
 import re
-import shutil
 import subprocess
 import sys
-import tomllib
-from pathlib import Path
 
 import pytest
 import yaml
 from packaging.requirements import Requirement
 
 import optimlib
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
-
-DISTRIBUTION = "optimizers-from-scratch"
-PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9_.\-]*)==(\S+)$")
-
-
-def _normalise(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()
+from tests.repository.project_files import (
+    DISTRIBUTION,
+    PIN,
+    REPO_ROOT,
+    constraints,
+    normalise,
+    pyproject,
+    tool,
+)
 
 
 def _requirement_name(requirement: str) -> str:
-    return _normalise(re.split(r"[<>=!~;\[ ]", requirement, maxsplit=1)[0])
-
-
-def _constraints() -> dict[str, str]:
-    pins = {}
-    for line in (REPO_ROOT / "constraints.txt").read_text(encoding="utf-8").splitlines():
-        match = PIN.match(line.strip())
-        if match:
-            pins[_normalise(match[1])] = match[2]
-    return pins
-
-
-def _pyproject() -> dict:
-    return tomllib.loads((REPO_ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    return normalise(re.split(r"[<>=!~;\[ ]", requirement, maxsplit=1)[0])
 
 
 def _direct_requirements() -> list[str]:
     """Runtime, book and test requirements that apply to this Python."""
-    project = _pyproject()["project"]
+    project = pyproject()["project"]
     extras = project["optional-dependencies"]
     requirements = project["dependencies"] + extras["book"] + extras["docs"] + extras["test"]
     return [
@@ -62,7 +46,7 @@ def _environment_pins() -> dict[str, str]:
     for line in pip_section["pip"]:
         match = PIN.match(line)
         if match:
-            pins[_normalise(match[1])] = match[2]
+            pins[normalise(match[1])] = match[2]
     return pins
 
 
@@ -81,7 +65,7 @@ def test_the_readmes_build_command_builds_with_warnings_as_errors():
 
 
 def test_constraints_pin_the_verified_versions():
-    pins = _constraints()
+    pins = constraints()
     assert pins["torch"] == "2.14.1"
     assert pins["torchvision"] == "0.29.1"
     assert pins["jupyter-book"] == "1.0.4.post1"
@@ -96,17 +80,17 @@ def test_pyproject_keeps_lower_bounds_only():
 
 
 def test_environment_yml_pins_equal_the_constraints():
-    constraints, environment = _constraints(), _environment_pins()
+    pins, environment = constraints(), _environment_pins()
     direct = {_requirement_name(requirement) for requirement in _direct_requirements()}
     assert direct <= set(environment), f"missing from environment.yml: {direct - set(environment)}"
     for name, version in environment.items():
-        assert constraints.get(name) == version, (
-            f"environment.yml pins {name}=={version}, constraints.txt {constraints.get(name)}"
+        assert pins.get(name) == version, (
+            f"environment.yml pins {name}=={version}, constraints.txt {pins.get(name)}"
         )
 
 
 def test_the_installed_environment_follows_the_constraints():
-    pins = _constraints()
+    pins = constraints()
     for requirement in _direct_requirements():
         name = _requirement_name(requirement)
         installed = importlib.metadata.version(name)
@@ -119,11 +103,8 @@ def test_package_version_and_type_marker():
 
 
 def test_ruff_is_clean():
-    ruff = shutil.which("ruff", path=str(Path(sys.executable).parent)) or shutil.which("ruff")
-    if ruff is None:
-        pytest.skip("ruff is not installed (it comes with the test extra)")
     result = subprocess.run(
-        [ruff, "check", str(REPO_ROOT)], capture_output=True, text=True, cwd=REPO_ROOT
+        [tool("ruff"), "check", str(REPO_ROOT)], capture_output=True, text=True, cwd=REPO_ROOT
     )
     assert result.returncode == 0, result.stdout + result.stderr
 
@@ -155,5 +136,5 @@ def test_layout(path):
 
 def test_python_is_supported():
     # The tests run on 3.11 only, so that is the floor the package declares.
-    assert _pyproject()["project"]["requires-python"] == ">=3.11"
+    assert pyproject()["project"]["requires-python"] == ">=3.11"
     assert sys.version_info >= (3, 10)

@@ -2,8 +2,9 @@
 
 One fresh virtual environment gets ``pip install .`` with torch pinned to the
 floor that ``pyproject.toml`` declares, plus pytest and hypothesis and nothing
-else. In it, ``import optimlib`` must not load matplotlib, the package must
-require torch alone, and the library's tests (``tests/library``, copied out of
+else. There the package must require torch alone, ``import optimlib`` must work
+with neither matplotlib nor numpy nor tqdm installed (torch uses the last two
+only when present), and the library's tests (``tests/library``, copied out of
 the repository so that the installed package is the one imported) must pass.
 
 Where no copy of that torch release is at hand, pip downloads it (a CPU-only
@@ -18,29 +19,29 @@ import os
 import re
 import shutil
 import subprocess
-import tomllib
 import venv
 from pathlib import Path
 
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-DISTRIBUTION = "optimizers-from-scratch"
+from tests.repository.project_files import (
+    DISTRIBUTION,
+    REPO_ROOT,
+    constraints,
+    normalise,
+    pyproject,
+)
 
 
 def _declared_torch_floor() -> str:
-    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
-    (torch_requirement,) = [r for r in project["dependencies"] if r.startswith("torch")]
+    (torch_requirement,) = [r for r in pyproject()["project"]["dependencies"] if "torch" in r]
     match = re.fullmatch(r"torch>=([0-9.]+)", torch_requirement)
     assert match, f"the torch requirement is not a plain lower bound: {torch_requirement}"
     return match[1]
 
 
 def _pin(name: str) -> str:
-    for line in (REPO_ROOT / "constraints.txt").read_text(encoding="utf-8").splitlines():
-        if line.lower().startswith(f"{name}=="):
-            return line.strip()
-    raise AssertionError(f"{name} is not pinned in constraints.txt")
+    return f"{name}=={constraints()[normalise(name)]}"
 
 
 def _run(command: list[str], cwd: Path, timeout: int) -> str:
@@ -81,18 +82,20 @@ def test_library_installs_and_passes_its_tests_with_torch_alone_on_the_floor(tmp
             "import importlib.metadata as m, importlib.util as u, json, sys, torch, optimlib; "
             "print('fact', torch.__version__); print('fact', optimlib.__file__); "
             f"print('fact', json.dumps(m.requires({DISTRIBUTION!r}))); "
-            "print('fact', 'matplotlib' in sys.modules, u.find_spec('matplotlib') is not None)",
+            "print('fact', [n for n in ('matplotlib', 'numpy', 'tqdm') "
+            "if n in sys.modules or u.find_spec(n) is not None])",
         ],
         tmp_path,
         timeout=300,
     ).splitlines()
     facts = [line.removeprefix("fact ") for line in facts if line.startswith("fact ")]
-    torch_version, location, requirements, matplotlib_facts = facts
+    torch_version, location, requirements, extras = facts
     assert torch_version.startswith(floor), torch_version
     assert str(environment) in location, f"optimlib was imported from {location}"
     unconditional = [r for r in json.loads(requirements) if "extra ==" not in r]
     assert unconditional == [f"torch>={floor}"], unconditional
-    assert matplotlib_facts == "False False", "matplotlib was imported or installed"
+    # numpy and tqdm are optional for torch; the library must not need them either.
+    assert extras == "[]", f"installed or imported beside torch: {extras}"
 
     shutil.copytree(REPO_ROOT / "tests", tmp_path / "run" / "tests")
     report = _run(
