@@ -7,6 +7,7 @@ allowed, so that a user reading the error knows what to change.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -16,9 +17,11 @@ import torch
 def _as_number(name: str, value: Any) -> float:
     if isinstance(value, torch.Tensor):
         if value.numel() != 1:
-            raise ValueError(f"Invalid {name}: a tensor {name} must have exactly one element")
+            raise ValueError(
+                f"Invalid {name}: Tensor {name} must be 1-element, got {value.numel()} elements"
+            )
         return float(value.item())
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
         return float(value)
     raise TypeError(f"Invalid {name}: expected a number, got {type(value).__name__}")
 
@@ -31,10 +34,14 @@ def check_range(
     *,
     low_inclusive: bool = True,
     high_inclusive: bool = True,
+    label: str | None = None,
 ) -> None:
     """Raise unless ``value`` is a number in the given interval.
 
-    The message reads like ``Invalid momentum: -0.5 (must be in [0, inf))``.
+    The message reads like ``Invalid momentum value: -0.5 (must be in [0, inf))``,
+    which keeps torch.optim's wording (``Invalid momentum value: -0.5``) and adds
+    the allowed range; ``label`` replaces ``"<name> value"`` where torch words it
+    otherwise (``"beta parameter at index 0"``).
     """
     number = _as_number(name, value)
     above = number >= low if low_inclusive else number > low
@@ -43,7 +50,7 @@ def check_range(
         opening = "[" if low_inclusive and not math.isinf(low) else "("
         closing = "]" if high_inclusive and not math.isinf(high) else ")"
         interval = f"{opening}{_show(low)}, {_show(high)}{closing}"
-        raise ValueError(f"Invalid {name}: {value} (must be in {interval})")
+        raise ValueError(f"Invalid {label or name + ' value'}: {value} (must be in {interval})")
 
 
 def _show(bound: float) -> str:
@@ -58,8 +65,15 @@ def check_non_negative(name: str, value: Any) -> None:
 
 
 def check_bool(name: str, value: Any) -> None:
-    if not isinstance(value, bool):
-        raise TypeError(f"Invalid {name}: {value!r} (must be True or False)")
+    """A switch: ``True``/``False``, or 0/1 as torch.optim also takes (``amsgrad=0``).
+
+    Anything else is refused: torch would read a string such as ``"False"`` as on.
+    """
+    if isinstance(value, bool) or (isinstance(value, numbers.Integral) and value in (0, 1)):
+        return
+    if type(value).__name__ == "bool" and type(value).__module__ == "numpy":
+        return
+    raise TypeError(f"Invalid {name}: {value!r} (must be True or False)")
 
 
 def check_foreach(value: Any) -> None:
@@ -95,8 +109,8 @@ def check_params(params: Any) -> list[Any]:
     """
     if isinstance(params, torch.Tensor):
         raise TypeError(
-            "Invalid params: expected an iterable of tensors or of parameter-group "
-            "dicts, got a single Tensor (wrap it in a list: [tensor])"
+            "Invalid params: params argument given to the optimizer should be an iterable "
+            "of Tensors or dicts, but got a single Tensor (wrap it in a list: [tensor])"
         )
     if isinstance(params, (set, frozenset)):
         raise TypeError(
@@ -105,8 +119,8 @@ def check_params(params: Any) -> list[Any]:
         )
     if isinstance(params, dict) or not isinstance(params, Iterable):
         raise TypeError(
-            "Invalid params: expected an iterable of tensors or of parameter-group "
-            f"dicts, got {type(params).__name__}"
+            "Invalid params: params argument given to the optimizer should be an iterable "
+            f"of Tensors or dicts, but got {type(params).__name__}"
         )
     params = list(params)
     if not params:
@@ -159,8 +173,26 @@ def check_betas(betas: Any, name: str = "beta parameter") -> tuple[float, float]
     if not isinstance(betas, (tuple, list)) or len(betas) != 2:
         raise TypeError(f"Invalid betas: expected a pair (beta1, beta2), got {betas!r}")
     for index, beta in enumerate(betas):
-        check_range(f"{name} at index {index}", beta, 0.0, 1.0, high_inclusive=False)
+        check_range(
+            f"betas[{index}]",
+            beta,
+            0.0,
+            1.0,
+            high_inclusive=False,
+            label=f"{name} at index {index}",
+        )
     return float(betas[0]), float(betas[1])
+
+
+def check_etas(etas: Any) -> None:
+    """``0 < etaminus < 1 < etaplus``, worded as torch.optim.Rprop words it."""
+    if not isinstance(etas, (tuple, list)) or len(etas) != 2:
+        raise TypeError(f"Invalid etas: expected a pair (etaminus, etaplus), got {etas!r}")
+    etaminus, etaplus = (_as_number(f"etas[{index}]", eta) for index, eta in enumerate(etas))
+    if not 0.0 < etaminus < 1.0 < etaplus:
+        raise ValueError(
+            f"Invalid eta values: {etas[0]}, {etas[1]} (must be 0 < etaminus < 1 < etaplus)"
+        )
 
 
 #: Marks an argument that an optimizer does not have (Rprop has no eps), as
@@ -185,7 +217,7 @@ def check_common(
 
 
 def check_integer(name: str, value: Any, minimum: int = 0) -> None:
-    """Raise unless ``value`` is an integer (not a bool) >= ``minimum``."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"Invalid {name}: {value!r} (must be an integer >= {minimum})")
+    """Raise unless ``value`` is an integer (not a bool) >= ``minimum``; numpy's count."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"Invalid {name} value: {value!r} (must be an integer >= {minimum})")
     check_range(name, value, minimum)

@@ -2,6 +2,8 @@ r"""Adam and AdamW: momentum and per-coordinate scaling, with bias correction.""
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor
 
@@ -146,10 +148,35 @@ class Adam(Optimizer):
         fused: bool | None = None,
         decoupled_weight_decay: bool = False,
     ) -> None:
+        check_tensor_hyperparameters(lr, betas, foreach=foreach, capturable=capturable)
         check_common(lr, eps, weight_decay, amsgrad=amsgrad, foreach=foreach, maximize=maximize)
         check_betas(betas)
         check_bool("decoupled_weight_decay", decoupled_weight_decay)
         super().__init__(params, defaults_from(locals()))
+
+
+def check_tensor_hyperparameters(
+    lr: Any, betas: Any, *, foreach: bool | None, capturable: bool
+) -> None:
+    """torch.optim.Adam's rules for tensor ``lr`` and ``betas``, in its words.
+
+    Its foreach kernels take them only when capturable, and both betas must be
+    of one kind: two floats, or two tensors.
+    """
+    refuse_with_foreach = bool(foreach) and not capturable
+    if isinstance(lr, Tensor) and refuse_with_foreach:
+        raise ValueError("lr as a Tensor is not supported for capturable=False and foreach=True")
+    if not isinstance(betas, (tuple, list)) or len(betas) != 2:
+        return  # check_betas words this one
+    if not (all(isinstance(b, float) for b in betas) or all(isinstance(b, Tensor) for b in betas)):
+        raise ValueError(
+            f"Invalid betas: {betas!r}; betas must be either both floats or both Tensors"
+        )
+    for index, beta in enumerate(betas):
+        if isinstance(beta, Tensor) and refuse_with_foreach:
+            raise ValueError(
+                f"betas[{index}] as a Tensor is not supported for capturable=False and foreach=True"
+            )
 
 
 class AdamW(Adam):

@@ -6,7 +6,7 @@ import torch
 from torch import Tensor
 
 from optimlib._functional import advance
-from optimlib._validation import check_common, check_range
+from optimlib._validation import check_common, check_etas, check_range
 from optimlib.optimizer import Optimizer, ParamsT, counter, defaults_from, filled, spec, zeros
 
 
@@ -113,11 +113,7 @@ class Rprop(Optimizer):
         differentiable: bool = False,
     ) -> None:
         check_common(lr, foreach=foreach, maximize=maximize)
-        etaminus, etaplus = etas
-        check_range(
-            "etas[0] (etaminus)", etaminus, 0.0, 1.0, low_inclusive=False, high_inclusive=False
-        )
-        check_range("etas[1] (etaplus)", etaplus, 1.0, low_inclusive=False)
+        check_etas(etas)
         smallest, largest = step_sizes
         check_range("step_sizes[0] (minimum)", smallest, 0.0)
         check_range("step_sizes[1] (maximum)", largest, smallest)

@@ -82,13 +82,17 @@ SGD_INFO = OptimizerInfo(
     ),
     group_overrides={"lr": 0.005, "weight_decay": 0.05},
     bad_arguments=(
-        ({"lr": -0.1}, ValueError, r"Invalid lr: -0\.1 \(must be in \[0, inf\)\)"),
-        ({"lr": float("nan")}, ValueError, r"Invalid lr: nan"),
+        ({"lr": -0.1}, ValueError, r"Invalid lr value: -0\.1 \(must be in \[0, inf\)\)"),
+        ({"lr": float("nan")}, ValueError, r"Invalid lr value: nan"),
         ({"lr": "fast"}, TypeError, r"Invalid lr: expected a number, got str"),
-        ({"lr": torch.tensor([0.1, 0.2])}, ValueError, r"Invalid lr: a tensor lr must have"),
-        ({"momentum": -0.9}, ValueError, r"Invalid momentum: -0\.9 \(must be in \[0, inf\)\)"),
-        ({"weight_decay": -1e-4}, ValueError, r"Invalid weight_decay: -0\.0001"),
-        ({"dampening": float("nan")}, ValueError, r"Invalid dampening: nan"),
+        ({"lr": torch.tensor([0.1, 0.2])}, ValueError, r"Invalid lr: Tensor lr must be 1-element"),
+        (
+            {"momentum": -0.9},
+            ValueError,
+            r"Invalid momentum value: -0\.9 \(must be in \[0, inf\)\)",
+        ),
+        ({"weight_decay": -1e-4}, ValueError, r"Invalid weight_decay value: -0\.0001"),
+        ({"dampening": float("nan")}, ValueError, r"Invalid dampening value: nan"),
         ({"nesterov": True}, ValueError, r"Nesterov momentum needs momentum > 0"),
         (
             {"nesterov": True, "momentum": 0.9, "dampening": 0.1},
@@ -105,7 +109,7 @@ SGD_INFO = OptimizerInfo(
 def _bad_common(extra: tuple = ()) -> tuple:
     """Bad arguments every algorithm with lr and weight_decay must refuse."""
     return (
-        ({"lr": -1e-3}, ValueError, r"Invalid lr: -0\.001 \(must be in \[0, inf\)\)"),
+        ({"lr": -1e-3}, ValueError, r"Invalid lr value: -0\.001 \(must be in \[0, inf\)\)"),
         ({"lr": "big"}, TypeError, r"Invalid lr: expected a number"),
         ({"foreach": 1}, TypeError, r"Invalid foreach"),
         ({"maximize": "no"}, TypeError, r"Invalid maximize"),
@@ -113,8 +117,8 @@ def _bad_common(extra: tuple = ()) -> tuple:
     )
 
 
-_WEIGHT_DECAY_BAD = ({"weight_decay": -0.1}, ValueError, r"Invalid weight_decay: -0\.1")
-_EPS_BAD = ({"eps": -1e-8}, ValueError, r"Invalid eps: -1e-08")
+_WEIGHT_DECAY_BAD = ({"weight_decay": -0.1}, ValueError, r"Invalid weight_decay value: -0\.1")
+_EPS_BAD = ({"eps": -1e-8}, ValueError, r"Invalid eps value: -1e-08")
 _BETAS_BAD = (
     (
         {"betas": (1.5, 0.999)},
@@ -141,7 +145,7 @@ ADAGRAD_INFO = OptimizerInfo(
         (
             _WEIGHT_DECAY_BAD,
             _EPS_BAD,
-            ({"lr_decay": -1.0}, ValueError, r"Invalid lr_decay: -1\.0"),
+            ({"lr_decay": -1.0}, ValueError, r"Invalid lr_decay value: -1\.0"),
             ({"initial_accumulator_value": -0.1}, ValueError, r"Invalid initial_accumulator_value"),
         )
     ),
@@ -164,9 +168,10 @@ RMSPROP_INFO = OptimizerInfo(
         (
             _WEIGHT_DECAY_BAD,
             _EPS_BAD,
-            ({"momentum": -0.5}, ValueError, r"Invalid momentum: -0\.5"),
-            ({"alpha": -0.99}, ValueError, r"Invalid alpha: -0\.99"),
-            ({"centered": 1}, TypeError, r"Invalid centered"),
+            ({"momentum": -0.5}, ValueError, r"Invalid momentum value: -0\.5"),
+            ({"alpha": -0.99}, ValueError, r"Invalid alpha value: -0\.99"),
+            ({"centered": "yes"}, TypeError, r"Invalid centered: 'yes'"),
+            ({"centered": 2}, TypeError, r"Invalid centered: 2"),
         )
     ),
     unimplemented=("differentiable", "capturable"),
@@ -186,7 +191,7 @@ ADADELTA_INFO = OptimizerInfo(
         (
             _WEIGHT_DECAY_BAD,
             _EPS_BAD,
-            ({"rho": 1.5}, ValueError, r"Invalid rho: 1\.5 \(must be in \[0, 1\]\)"),
+            ({"rho": 1.5}, ValueError, r"Invalid rho value: 1\.5 \(must be in \[0, 1\]\)"),
         )
     ),
     unimplemented=("differentiable", "capturable"),
@@ -201,6 +206,25 @@ _ADAM_CONFIGS = (
     {"lr": torch.tensor(0.02), "betas": (0.5, 0.9)},
 )
 
+#: torch.optim.Adam's own rules for tensor hyperparameters, in its words.
+_ADAM_TENSOR_BAD = (
+    (
+        {"lr": torch.tensor(0.01), "foreach": True},
+        ValueError,
+        r"lr as a Tensor is not supported for capturable=False and foreach=True",
+    ),
+    (
+        {"betas": (torch.tensor(0.9), 0.999)},
+        ValueError,
+        r"betas must be either both floats or both Tensors",
+    ),
+    (
+        {"betas": (torch.tensor(0.9), torch.tensor(0.999)), "foreach": True},
+        ValueError,
+        r"betas\[0\] as a Tensor is not supported for capturable=False and foreach=True",
+    ),
+)
+
 ADAM_INFO = OptimizerInfo(
     ours=optimlib.Adam,
     theirs=torch.optim.Adam,
@@ -212,6 +236,7 @@ ADAM_INFO = OptimizerInfo(
             _EPS_BAD,
             *_BETAS_BAD,
             ({"amsgrad": "yes"}, TypeError, r"Invalid amsgrad"),
+            *_ADAM_TENSOR_BAD,
         )
     ),
     unimplemented=("fused", "differentiable", "capturable"),
@@ -222,7 +247,7 @@ ADAMW_INFO = OptimizerInfo(
     theirs=torch.optim.AdamW,
     configs=(*_ADAM_CONFIGS, {"lr": 0.01, "weight_decay": 0.5}),
     group_overrides={"lr": 0.003, "weight_decay": 0.2},
-    bad_arguments=_bad_common((_WEIGHT_DECAY_BAD, _EPS_BAD, *_BETAS_BAD)),
+    bad_arguments=_bad_common((_WEIGHT_DECAY_BAD, _EPS_BAD, *_BETAS_BAD, *_ADAM_TENSOR_BAD)),
     unimplemented=("fused", "differentiable", "capturable"),
 )
 
@@ -321,8 +346,9 @@ RPROP_INFO = OptimizerInfo(
     group_overrides={"lr": 0.005, "etas": (0.4, 1.1)},
     bad_arguments=_bad_common(
         (
-            ({"etas": (1.5, 1.2)}, ValueError, r"Invalid etas\[0\] \(etaminus\): 1\.5"),
-            ({"etas": (0.5, 0.9)}, ValueError, r"Invalid etas\[1\] \(etaplus\): 0\.9"),
+            ({"etas": (1.5, 1.2)}, ValueError, r"Invalid eta values: 1\.5, 1\.2 \(must be 0 <"),
+            ({"etas": (0.5, 0.9)}, ValueError, r"Invalid eta values: 0\.5, 0\.9"),
+            ({"etas": 0.5}, TypeError, r"Invalid etas: expected a pair"),
             ({"step_sizes": (0.1, 0.01)}, ValueError, r"Invalid step_sizes\[1\] \(maximum\)"),
         )
     ),

@@ -168,15 +168,15 @@ def test_two_parameter_groups_are_refused():
 @pytest.mark.parametrize(
     ("kwargs", "error", "pattern"),
     [
-        ({"lr": -1}, ValueError, r"Invalid lr: -1"),
-        ({"max_iter": 0}, ValueError, r"Invalid max_iter: 0 \(must be in \[1, inf\)\)"),
-        ({"max_iter": 2.5}, TypeError, r"Invalid max_iter: 2\.5 \(must be an integer"),
+        ({"lr": -1}, ValueError, r"Invalid lr value: -1"),
+        ({"max_iter": 0}, ValueError, r"Invalid max_iter value: 0 \(must be in \[1, inf\)\)"),
+        ({"max_iter": 2.5}, TypeError, r"Invalid max_iter value: 2\.5 \(must be an integer"),
         ({"max_eval": 0}, ValueError, r"Invalid max_eval"),
         ({"history_size": 0}, ValueError, r"Invalid history_size"),
         ({"tolerance_grad": math.nan}, ValueError, r"Invalid tolerance_grad"),
         ({"tolerance_change": math.nan}, ValueError, r"Invalid tolerance_change"),
         ({"line_search_fn": "armijo"}, ValueError, r"Invalid line_search_fn: 'armijo'"),
-        ({"maximize": 1}, TypeError, r"Invalid maximize"),
+        ({"maximize": "no"}, TypeError, r"Invalid maximize"),
     ],
 )
 def test_bad_arguments(kwargs, error, pattern):

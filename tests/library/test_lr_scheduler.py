@@ -209,13 +209,13 @@ def test_one_cycle_refuses_steps_beyond_total_steps():
 @pytest.mark.parametrize(
     ("build", "error", "pattern"),
     [
-        (lambda o: ours.StepLR(o, step_size=0), ValueError, r"Invalid step_size: 0"),
-        (lambda o: ours.StepLR(o, step_size=2.5), TypeError, r"Invalid step_size: 2\.5"),
-        (lambda o: ours.StepLR(o, step_size=5, gamma=0), ValueError, r"Invalid gamma: 0"),
+        (lambda o: ours.StepLR(o, step_size=0), ValueError, r"Invalid step_size value: 0"),
+        (lambda o: ours.StepLR(o, step_size=2.5), TypeError, r"Invalid step_size value: 2\.5"),
+        (lambda o: ours.StepLR(o, step_size=5, gamma=0), ValueError, r"Invalid gamma value: 0"),
         (lambda o: ours.ExponentialLR(o, gamma=-0.9), ValueError, r"Invalid gamma"),
         (lambda o: ours.MultiStepLR(o, milestones=[10, 5]), ValueError, r"strictly increasing"),
         (lambda o: ours.MultiStepLR(o, milestones=[-1]), ValueError, r"Invalid milestones"),
-        (lambda o: ours.ConstantLR(o, factor=1.5), ValueError, r"Invalid factor: 1\.5"),
+        (lambda o: ours.ConstantLR(o, factor=1.5), ValueError, r"Invalid factor value: 1\.5"),
         (lambda o: ours.LinearLR(o, start_factor=0), ValueError, r"Invalid start_factor"),
         (lambda o: ours.CosineAnnealingLR(o, T_max=0), ValueError, r"Invalid T_max"),
         (
