@@ -420,7 +420,7 @@ def test_bad_arguments_raise_torchs_error_type(info, kwargs, error):
     weight = torch.ones(3, requires_grad=True)
     try:
         info.theirs([weight], **kwargs)
-    except Exception as refusal:  # noqa: BLE001 - the type is what is compared
+    except Exception as refusal:  # the type is what is compared
         assert isinstance(refusal, error), f"torch raises {type(refusal).__name__}: {refusal}"
 
 
