@@ -9,8 +9,20 @@ variations on one another's code.
 
 from __future__ import annotations
 
+from typing import TypeGuard
+
 import torch
 from torch import Tensor
+
+
+def is_learned(hyperparameter: object) -> TypeGuard[Tensor]:
+    """Whether autograd differentiates through a hyperparameter (a tensor that requires grad).
+
+    Under ``differentiable=True`` a learning rate, weight decay or beta may be
+    such a tensor; kernels' ``alpha=`` and ``value=`` arguments take numbers
+    only, so the updates then use a tensor product instead, as torch.optim does.
+    """
+    return isinstance(hyperparameter, Tensor) and hyperparameter.requires_grad
 
 
 def descent_direction(
@@ -25,7 +37,9 @@ def descent_direction(
     so the caller never modifies the user's ``.grad``.
     """
     direction = -grad if maximize else grad
-    if weight_decay != 0:
+    if is_learned(weight_decay):  # the clone: the step changes param in place
+        direction = direction.addcmul(param.clone(), weight_decay)
+    elif weight_decay != 0:
         direction = direction.add(param, alpha=weight_decay)
     return direction
 
@@ -65,7 +79,10 @@ def foreach_update_average(averages: list[Tensor], values: list[Tensor], *, deca
 
 def update_square_average(average: Tensor, value: Tensor, *, decay: float) -> None:
     r"""Moving average of squares: :math:`v \leftarrow \beta v + (1 - \beta) x^2`."""
-    average.mul_(decay).addcmul_(value, value, value=1 - decay)
+    if is_learned(decay):  # the same average, as v + (1 - beta)(x^2 - v)
+        average.lerp_(value.square(), 1 - decay)
+    else:
+        average.mul_(decay).addcmul_(value, value, value=1 - decay)
 
 
 def foreach_update_square_average(
@@ -73,6 +90,18 @@ def foreach_update_square_average(
 ) -> None:
     torch._foreach_mul_(averages, decay)
     torch._foreach_addcmul_(averages, values, values, value=1 - decay)
+
+
+def update_maximum(running_max: Tensor, value: Tensor) -> None:
+    r"""A running maximum, in place: :math:`\hat v \leftarrow \max(\hat v, x)`.
+
+    Under ``differentiable=True`` autograd must keep the old maximum for the
+    backward pass, so the new one is computed out of place and copied in.
+    """
+    if torch.is_grad_enabled() and (running_max.requires_grad or value.requires_grad):
+        running_max.copy_(torch.maximum(running_max.clone(), value))
+    else:
+        torch.maximum(running_max, value, out=running_max)
 
 
 def bias_correction(decay: float, step: float) -> float:

@@ -20,7 +20,7 @@ def _as_number(name: str, value: Any) -> float:
             raise ValueError(
                 f"Invalid {name}: Tensor {name} must be 1-element, got {value.numel()} elements"
             )
-        return float(value.item())
+        return float(value.detach().item())
     if isinstance(value, numbers.Real) and not isinstance(value, bool):
         return float(value)
     raise TypeError(f"Invalid {name}: expected a number, got {type(value).__name__}")
@@ -85,7 +85,6 @@ def check_foreach(value: Any) -> None:
 #: Options of ``torch.optim`` that optimlib accepts only at their "off" value.
 UNIMPLEMENTED_OPTIONS = {
     "fused": (None, False),
-    "differentiable": (False, None),
     "capturable": (False, None),
 }
 
@@ -181,7 +180,7 @@ def check_betas(betas: Any, name: str = "beta parameter") -> tuple[float, float]
             high_inclusive=False,
             label=f"{name} at index {index}",
         )
-    return float(betas[0]), float(betas[1])
+    return _as_number("betas[0]", betas[0]), _as_number("betas[1]", betas[1])
 
 
 def check_etas(etas: Any) -> None:

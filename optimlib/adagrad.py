@@ -33,7 +33,7 @@ def adagrad_for_loop(
             _sparse_update(param, direction.coalesce(), total, lr=decayed_lr, eps=eps)
             continue
         total.addcmul_(direction, direction, value=1)
-        std = total.sqrt().add_(eps)
+        std = total.sqrt() + eps
         param.addcdiv_(direction, std, value=-decayed_lr)
 
 

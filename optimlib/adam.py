@@ -13,7 +13,9 @@ from optimlib._functional import (
     bias_correction,
     foreach_regularized_direction,
     foreach_update_moments,
+    is_learned,
     regularized_direction,
+    update_maximum,
     update_moments,
 )
 from optimlib._validation import check_betas, check_bool, check_common
@@ -58,11 +60,14 @@ def adam_for_loop(
         update_moments(exp_avgs[i], exp_avg_sqs[i], direction, beta1=beta1, beta2=beta2)
         second_moment = exp_avg_sqs[i]
         if amsgrad:
-            torch.maximum(max_exp_avg_sqs[i], exp_avg_sqs[i], out=max_exp_avg_sqs[i])
+            update_maximum(max_exp_avg_sqs[i], exp_avg_sqs[i])
             second_moment = max_exp_avg_sqs[i]
         step_size = lr / bias_correction(beta1, step)
         denominator = (second_moment.sqrt() / bias_correction(beta2, step) ** 0.5).add_(eps)
-        param.addcdiv_(exp_avgs[i], denominator, value=-step_size)
+        if is_learned(step_size):  # differentiable=True with a learned lr or beta1
+            param.sub_(exp_avgs[i] / denominator * step_size)
+        else:
+            param.addcdiv_(exp_avgs[i], denominator, value=-step_size)
 
 
 def adam_foreach(

@@ -13,6 +13,7 @@ from optimlib._functional import (
     foreach_descent_direction,
     foreach_update_average,
     update_average,
+    update_maximum,
 )
 from optimlib._validation import check_betas, check_common
 from optimlib.optimizer import Optimizer, ParamsT, counter, defaults_from, spec, zeros
@@ -38,7 +39,7 @@ def adamax_for_loop(
     ):
         direction = descent_direction(param, grad, weight_decay=weight_decay, maximize=maximize)
         update_average(exp_avg, direction, decay=beta1)
-        torch.maximum(exp_inf.mul_(beta2), direction.abs().add_(eps), out=exp_inf)
+        update_maximum(exp_inf.mul_(beta2), direction.abs() + eps)
         param.addcdiv_(exp_avg, exp_inf, value=-lr / bias_correction(beta1, step))
 
 

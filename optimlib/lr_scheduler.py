@@ -12,22 +12,33 @@ Most of PyTorch's schedules are *chainable*: ``get_lr`` updates the current
 ``group["lr"]`` multiplicatively rather than computing it from scratch, so that
 several schedulers can act on one optimizer. optimlib keeps that form, and so
 the exact floating-point sequence.
+
+Arguments are taken as ``torch.optim.lr_scheduler`` takes them: numpy integers
+and whole floats (``10.0``) for counts of steps, a float ``T_max``, repeated or
+unsorted milestones, ``gamma=0``. optimlib refuses only values for which torch
+would silently give NaN or a schedule other than the one asked for (a negative
+``step_size``, a NaN ``gamma``, a fractional count). A tensor learning rate (or
+momentum) in a parameter group is overwritten in place, never replaced, so that
+code holding it (a compiled step, for one) sees every change.
 """
 
 from __future__ import annotations
 
 import math
+import numbers
 import types
+import warnings
 from bisect import bisect_right
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from itertools import pairwise
-from typing import Any
+from typing import Any, SupportsFloat
 
+import torch
 from torch.optim import Optimizer, lr_scheduler as torch_lr_scheduler
 from torch.optim.lr_scheduler import LRScheduler
 
-from optimlib._validation import check_integer, check_range
+from optimlib._validation import check_range
 
 __all__ = [
     "ChainedScheduler",
@@ -52,23 +63,96 @@ __all__ = [
 # ------------------------------------------------------------------- checks
 
 
+def _plain(value: Any) -> Any:
+    """A numpy scalar as the Python number it equals; anything else unchanged.
+
+    A scheduler's state_dict holds its arguments, and ``torch.load(weights_only=True)``
+    refuses numpy scalars, so none are kept.
+    """
+    if isinstance(value, numbers.Number) and type(value).__module__ == "numpy":
+        return value.item()  # type: ignore[attr-defined]
+    return value
+
+
+def _checked(
+    name: str,
+    value: Any,
+    low: float,
+    high: float,
+    *,
+    low_inclusive: bool = True,
+    high_inclusive: bool = True,
+) -> Any:
+    """``value`` after :func:`check_range` (same arguments), as a plain number."""
+    check_range(name, value, low, high, low_inclusive=low_inclusive, high_inclusive=high_inclusive)
+    return _plain(value)
+
+
+def _check_count(name: str, value: Any, minimum: int = 0) -> int:
+    """A number of steps, ``>= minimum``, returned as a Python ``int``.
+
+    As in torch, an integer of any kind (numpy's too) or a float with a whole
+    value (``10.0``) will do. A fractional count is refused: steps are counted
+    in whole numbers, so torch would silently never reach ``2.5``, or round it.
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"Invalid {name} value: {value!r} (must be a whole number >= {minimum})")
+    check_range(name, value, minimum)
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if not float(value).is_integer():
+        raise ValueError(f"Invalid {name} value: {value!r} (must be a whole number)")
+    return int(float(value))
+
+
 def _current_lrs(optimizer: Optimizer) -> list[Any]:
-    return [group["lr"] for group in optimizer.param_groups]
+    """Every group's learning rate; a tensor is copied, so that the list never aliases it."""
+    return [
+        group["lr"].clone() if isinstance(group["lr"], torch.Tensor) else group["lr"]
+        for group in optimizer.param_groups
+    ]
+
+
+def _assign(group: dict[str, Any], key: str, value: Any) -> None:
+    """``group[key] = value``, except that a tensor already there is overwritten in place.
+
+    The group keeps the very tensor the user gave it (as torch.optim.lr_scheduler
+    does), so whatever holds that tensor, such as a compiled optimizer step, sees
+    the new value.
+    """
+    current = group[key]
+    if isinstance(current, torch.Tensor):
+        current.fill_(value.reshape(()) if isinstance(value, torch.Tensor) else value)
+    else:
+        group[key] = value
 
 
 def _per_group(name: str, optimizer: Optimizer, value: Any) -> list[Any]:
-    """One value per parameter group: a list as given, or a scalar repeated."""
+    """One value per parameter group: a list as given, or a scalar repeated.
+
+    Tensors are copied (a ``base_lr`` that is the group's own ``lr`` tensor must
+    not change when the schedule overwrites that tensor) and numpy scalars become
+    Python numbers.
+    """
     if isinstance(value, (list, tuple)):
         if len(value) != len(optimizer.param_groups):
             raise ValueError(
                 f"Invalid {name}: expected {len(optimizer.param_groups)} values "
                 f"(one per parameter group), got {len(value)}"
             )
-        return list(value)
-    return [value] * len(optimizer.param_groups)
+        values = list(value)
+    else:
+        values = [value] * len(optimizer.param_groups)
+    return [v.clone() if isinstance(v, torch.Tensor) else _plain(v) for v in values]
 
 
 # ------------------------------------------------------------- the schedules
+
+
+def _check_gamma(gamma: Any) -> Any:
+    """A decay factor in [0, inf). 0 (the rate drops to zero) is allowed, as in torch;
+    a negative factor would flip the rate's sign, and an infinite one make it inf."""
+    return _checked("gamma", gamma, 0.0, math.inf, high_inclusive=False)
 
 
 class StepLR(LRScheduler):
@@ -80,10 +164,8 @@ class StepLR(LRScheduler):
     def __init__(
         self, optimizer: Optimizer, step_size: int, gamma: float = 0.1, last_epoch: int = -1
     ) -> None:
-        check_integer("step_size", step_size, 1)
-        check_range("gamma", gamma, 0, math.inf, low_inclusive=False)
-        self.step_size = step_size
-        self.gamma = gamma
+        self.step_size = _check_count("step_size", step_size, 1)
+        self.gamma = _check_gamma(gamma)
         super().__init__(optimizer, last_epoch)
 
     def get_lr(self) -> list[Any]:
@@ -100,6 +182,10 @@ class MultiStepLR(LRScheduler):
     r"""Multiply the learning rate by ``gamma`` at each milestone.
 
     .. math:: \gamma_t = \gamma_0 \cdot \text{gamma}^{\#\{m \in \text{milestones} : m \le t\}}
+
+    The milestones may come in any order, and one given twice applies ``gamma``
+    twice, as in torch (which counts them). A negative milestone is refused:
+    the step count never reaches it.
     """
 
     def __init__(
@@ -109,14 +195,8 @@ class MultiStepLR(LRScheduler):
         gamma: float = 0.1,
         last_epoch: int = -1,
     ) -> None:
-        milestones = list(milestones)
-        for milestone in milestones:
-            check_integer("milestones", milestone)
-        if any(b <= a for a, b in pairwise(milestones)):
-            raise ValueError(f"Invalid milestones: {milestones} (must be strictly increasing)")
-        check_range("gamma", gamma, 0, math.inf, low_inclusive=False)
-        self.milestones = Counter(milestones)
-        self.gamma = gamma
+        self.milestones = Counter(_check_count("milestones", m) for m in milestones)
+        self.gamma = _check_gamma(gamma)
         super().__init__(optimizer, last_epoch)
 
     def get_lr(self) -> list[Any]:
@@ -203,8 +283,7 @@ class ExponentialLR(LRScheduler):
     """
 
     def __init__(self, optimizer: Optimizer, gamma: float, last_epoch: int = -1) -> None:
-        check_range("gamma", gamma, 0, math.inf, low_inclusive=False)
-        self.gamma = gamma
+        self.gamma = _check_gamma(gamma)
         super().__init__(optimizer, last_epoch)
 
     def get_lr(self) -> list[Any]:
@@ -229,10 +308,9 @@ class ConstantLR(LRScheduler):
         total_iters: int = 5,
         last_epoch: int = -1,
     ) -> None:
-        check_range("factor", factor, 0.0, 1.0)
-        check_integer("total_iters", total_iters)
-        self.factor = factor
-        self.total_iters = total_iters
+        self.factor = _checked("factor", factor, 0.0, 1.0)
+        # With 0, torch scales the rate by factor at step 0 and never undoes it
+        self.total_iters = _check_count("total_iters", total_iters, 1)
         super().__init__(optimizer, last_epoch)
 
     def get_lr(self) -> list[Any]:
@@ -262,12 +340,9 @@ class LinearLR(LRScheduler):
         total_iters: int = 5,
         last_epoch: int = -1,
     ) -> None:
-        check_range("start_factor", start_factor, 0.0, 1.0, low_inclusive=False)
-        check_range("end_factor", end_factor, 0.0, 1.0)
-        check_integer("total_iters", total_iters, 1)
-        self.start_factor = start_factor
-        self.end_factor = end_factor
-        self.total_iters = total_iters
+        self.start_factor = _checked("start_factor", start_factor, 0.0, 1.0, low_inclusive=False)
+        self.end_factor = _checked("end_factor", end_factor, 0.0, 1.0)
+        self.total_iters = _check_count("total_iters", total_iters, 1)
         super().__init__(optimizer, last_epoch)
 
     def get_lr(self) -> list[Any]:
@@ -299,10 +374,8 @@ class PolynomialLR(LRScheduler):
     def __init__(
         self, optimizer: Optimizer, total_iters: int = 5, power: float = 1.0, last_epoch: int = -1
     ) -> None:
-        check_integer("total_iters", total_iters, 1)
-        check_range("power", power, 0.0, math.inf)
-        self.total_iters = total_iters
-        self.power = power
+        self.total_iters = _check_count("total_iters", total_iters, 1)
+        self.power = _checked("power", power, 0.0, math.inf)
         super().__init__(optimizer, last_epoch)
 
     def get_lr(self) -> list[Any]:
@@ -336,10 +409,9 @@ class CosineAnnealingLR(LRScheduler):
         eta_min: float = 0.0,
         last_epoch: int = -1,
     ) -> None:
-        check_integer("T_max", T_max, 1)
-        check_range("eta_min", eta_min, 0.0, math.inf)
-        self.T_max = T_max
-        self.eta_min = eta_min
+        # T_max is half the cosine's period, which need not be whole (torch takes 10.0 or 2.5)
+        self.T_max = _checked("T_max", T_max, 0.0, math.inf, low_inclusive=False)
+        self.eta_min = _checked("eta_min", eta_min, 0.0, math.inf, high_inclusive=False)
         super().__init__(optimizer, last_epoch)
 
     def get_lr(self) -> list[Any]:
@@ -388,13 +460,10 @@ class CosineAnnealingWarmRestarts(LRScheduler):
         eta_min: float = 0.0,
         last_epoch: int = -1,
     ) -> None:
-        check_integer("T_0", T_0, 1)
-        check_integer("T_mult", T_mult, 1)
-        check_range("eta_min", eta_min, 0.0, math.inf)
-        self.T_0 = T_0
-        self.T_i: float = T_0
-        self.T_mult = T_mult
-        self.eta_min = eta_min
+        self.T_0 = _check_count("T_0", T_0, 1)
+        self.T_i: float = self.T_0
+        self.T_mult = _check_count("T_mult", T_mult, 1)
+        self.eta_min = _checked("eta_min", eta_min, 0.0, math.inf, high_inclusive=False)
         self.T_cur: float = last_epoch
         super().__init__(optimizer, last_epoch)
 
@@ -431,17 +500,23 @@ class CosineAnnealingWarmRestarts(LRScheduler):
         self.last_epoch = math.floor(epoch)
         self._get_lr_called_within_step = True  # the flag torch's base class keeps
         for group, lr in zip(self.optimizer.param_groups, self.get_lr(), strict=True):
-            group["lr"] = lr
+            _assign(group, "lr", lr)
         self._get_lr_called_within_step = False
         self._last_lr = _current_lrs(self.optimizer)
 
 
 def _set_momentum(group: dict[str, Any], value: float, use_beta1: bool) -> None:
-    """Write a cyclic schedule's momentum: SGD's ``momentum`` or Adam's ``betas[0]``."""
-    if use_beta1:
-        group["betas"] = (value, *group["betas"][1:])
+    """Write a cyclic schedule's momentum: SGD's ``momentum`` or Adam's ``betas[0]``.
+
+    A tensor there is overwritten in place, like a tensor lr (torch would put a
+    float in its stead; the value is the same).
+    """
+    if not use_beta1:
+        _assign(group, "momentum", value)
+    elif isinstance(group["betas"][0], torch.Tensor):
+        group["betas"][0].fill_(value)
     else:
-        group["momentum"] = value
+        group["betas"] = (value, *group["betas"][1:])
 
 
 def _momentum_key(optimizer: Optimizer) -> bool:
@@ -483,13 +558,18 @@ class CyclicLR(LRScheduler):
         base_lrs = _per_group("base_lr", optimizer, base_lr)
         if last_epoch == -1:
             for lr, group in zip(base_lrs, optimizer.param_groups, strict=True):
-                group["lr"] = lr
+                _assign(group, "lr", lr)
         self.max_lrs = _per_group("max_lr", optimizer, max_lr)
-        check_integer("step_size_up", step_size_up, 1)
-        if step_size_down is not None:
-            check_integer("step_size_down", step_size_down, 1)
+        # Half-cycles need not be whole numbers of steps. The rise must take some
+        # time (0 would divide by zero); the fall may be instant (a sawtooth).
+        check_range(
+            "step_size_up", step_size_up, 0.0, math.inf, low_inclusive=False, high_inclusive=False
+        )
         up = float(step_size_up)
-        down = float(step_size_down) if step_size_down is not None else up
+        down = up
+        if step_size_down is not None:
+            check_range("step_size_down", step_size_down, 0.0, math.inf, high_inclusive=False)
+            down = float(step_size_down)
         self.total_size = up + down
         self.step_ratio = up / self.total_size
         if mode not in ("triangular", "triangular2", "exp_range") and scale_fn is None:
@@ -501,8 +581,11 @@ class CyclicLR(LRScheduler):
             raise ValueError(
                 f"Invalid scale_mode: {scale_mode!r} (must be 'cycle' or 'iterations')"
             )
+        if mode == "exp_range" and scale_fn is None:
+            # the amplitude is gamma**step: NaN or negative gamma gives NaN or flipping lrs
+            gamma = _checked("gamma", gamma, 0.0, math.inf, high_inclusive=False)
         self.mode = mode
-        self.gamma = gamma
+        self.gamma = _plain(gamma)
         self._scale_fn_custom = scale_fn
         self.scale_mode = scale_mode
         self._init_scale_fn()
@@ -609,19 +692,18 @@ class OneCycleLR(LRScheduler):
     ) -> None:
         self.optimizer = optimizer
         if total_steps is not None:
-            check_integer("total_steps", total_steps, 1)
-            self.total_steps = total_steps
+            self.total_steps = _check_count("total_steps", total_steps, 1)
         elif epochs is not None and steps_per_epoch is not None:
-            check_integer("epochs", epochs, 1)
-            check_integer("steps_per_epoch", steps_per_epoch, 1)
-            self.total_steps = epochs * steps_per_epoch
+            self.total_steps = _check_count("epochs", epochs, 1) * _check_count(
+                "steps_per_epoch", steps_per_epoch, 1
+            )
         else:
             raise ValueError(
                 "Invalid arguments: give total_steps, or both epochs and steps_per_epoch"
             )
         if not isinstance(pct_start, float):
             raise ValueError(f"Invalid pct_start: {pct_start!r} (must be a float in [0, 1])")
-        check_range("pct_start", pct_start, 0.0, 1.0)
+        pct_start = _checked("pct_start", pct_start, 0.0, 1.0)
         if anneal_strategy not in ("cos", "linear"):
             raise ValueError(
                 f"Invalid anneal_strategy: {anneal_strategy!r} (must be 'cos' or 'linear')"
@@ -761,8 +843,11 @@ class SequentialLR(_Composite):
                 f"Invalid milestones: {len(schedulers)} schedulers need "
                 f"{len(schedulers) - 1} milestones, got {len(milestones)}"
             )
-        if any(b <= a for a, b in pairwise(milestones)):
-            raise ValueError(f"Invalid milestones: {milestones} (must be strictly increasing)")
+        milestones = [_check_count("milestones", milestone) for milestone in milestones]
+        # Unsorted milestones would hand over to the wrong scheduler; a repeated one
+        # gives the scheduler between the two no steps, as in torch.
+        if any(b < a for a, b in pairwise(milestones)):
+            raise ValueError(f"Invalid milestones: {milestones} (must be non-decreasing)")
         self._schedulers = schedulers
         self._milestones = milestones
         self.last_epoch = last_epoch + 1
@@ -770,7 +855,7 @@ class SequentialLR(_Composite):
         # The schedulers each took their initial step on construction; undo those and
         # let only the first one act.
         for group in optimizer.param_groups:
-            group["lr"] = group["initial_lr"]
+            _assign(group, "lr", group["initial_lr"])
         self._rewind(self)
         first = bisect_right(milestones, 0)
         schedulers[first]._initial_step()
@@ -839,22 +924,18 @@ class ReduceLROnPlateau(LRScheduler):
         min_lr: list[float] | float = 0,
         eps: float = 1e-8,
     ) -> None:
-        check_range("factor", factor, 0.0, 1.0, high_inclusive=False)
-        check_integer("patience", patience)
-        check_integer("cooldown", cooldown)
-        check_range("threshold", threshold, 0.0, math.inf)
-        check_range("eps", eps, 0.0, math.inf)
-        self.factor = factor
+        self.factor = _checked("factor", factor, 0.0, 1.0, high_inclusive=False)
         self.optimizer = optimizer
         if isinstance(min_lr, (list, tuple)):
             self.default_min_lr = None
             self.min_lrs = _per_group("min_lr", optimizer, min_lr)
         else:
-            self.default_min_lr = min_lr
-            self.min_lrs = [min_lr] * len(optimizer.param_groups)
-        self.patience = patience
-        self.cooldown = cooldown
-        self.eps = eps
+            self.default_min_lr = _plain(min_lr)
+            self.min_lrs = [self.default_min_lr] * len(optimizer.param_groups)
+        self.patience = _check_count("patience", patience)
+        self.cooldown = _check_count("cooldown", cooldown)
+        self.eps = _checked("eps", eps, 0.0, math.inf)
+        threshold = _checked("threshold", threshold, 0.0, math.inf)
         self.last_epoch = 0
         self._last_lr = _current_lrs(optimizer)
         self._set_comparison(mode, threshold, threshold_mode)
@@ -889,9 +970,20 @@ class ReduceLROnPlateau(LRScheduler):
     def in_cooldown(self) -> bool:
         return self.cooldown_counter > 0
 
-    def step(self, metrics: float) -> None:  # type: ignore[override]
+    def step(self, metrics: SupportsFloat, epoch: int | None = None) -> None:  # type: ignore[override]
+        """Count one evaluation of ``metrics``; ``epoch`` (deprecated, as in torch) sets
+        the epoch counter instead of adding one to it."""
         current = float(metrics)
-        self.last_epoch += 1
+        if epoch is None:
+            self.last_epoch += 1
+        else:
+            warnings.warn(
+                "The epoch argument of ReduceLROnPlateau.step() is deprecated, as in "
+                "torch.optim.lr_scheduler; call step(metrics)",
+                UserWarning,
+                stacklevel=2,
+            )
+            self.last_epoch = epoch
         if self.is_better(current, self.best):
             self.best = current
             self.num_bad_epochs = 0
@@ -918,7 +1010,7 @@ class ReduceLROnPlateau(LRScheduler):
             old = float(group["lr"])
             new = max(old * self.factor, floor)
             if old - new > self.eps:
-                group["lr"] = new
+                _assign(group, "lr", new)
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.__dict__.update(state_dict)

@@ -190,7 +190,6 @@ class Optimizer(torch.optim.Optimizer):
     @overload
     def step(self, closure: Callable[[], float]) -> float: ...
 
-    @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         """Take one optimization step.
 
@@ -198,23 +197,33 @@ class Optimizer(torch.optim.Optimizer):
             closure: optional; re-evaluates the model, calls ``backward()`` and
                 returns the loss. It runs with gradients enabled, before the
                 update, and its loss is returned.
+
+        The update runs without recording gradients, unless the optimizer was
+        built with ``differentiable=True``: then autograd records it, so that
+        a loss after the step can be differentiated through the step
+        (with respect to the parameters before it, their gradients, the state,
+        or a tensor hyperparameter), as with ``torch.optim``. A differentiable
+        step always runs the for-loop, the implementation written for autograd
+        (torch.optim runs its foreach SGD, and refuses the others' at step time).
         """
         loss = None
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        work = []
-        for group in self.param_groups:
-            params = [p for p in group["params"] if p.grad is not None]
-            self.check_group(group, params)
-            if params:
-                work.append((group, params))
-        shared = self.step_values()
-        for group, params in work:
-            grads = [p.grad for p in params]
-            foreach = use_foreach(group.get("foreach"), params, grads)
-            options = {**group, **shared} if shared else group
-            self.update_group(options, params, grads, foreach=foreach)
+        differentiable = bool(self.defaults.get("differentiable", False))
+        with torch.set_grad_enabled(differentiable):
+            work = []
+            for group in self.param_groups:
+                params = [p for p in group["params"] if p.grad is not None]
+                self.check_group(group, params)
+                if params:
+                    work.append((group, params))
+            shared = self.step_values()
+            for group, params in work:
+                grads = [p.grad for p in params]
+                foreach = use_foreach(group.get("foreach"), params, grads) and not differentiable
+                options = {**group, **shared} if shared else group
+                self.update_group(options, params, grads, foreach=foreach)
         return loss
 
     def check_group(self, group: dict[str, Any], params: list[Tensor]) -> None:
@@ -223,13 +232,11 @@ class Optimizer(torch.optim.Optimizer):
         The step checks every group first and updates afterwards, so an error
         in one group leaves all of them, and all state, as they were.
         """
-        # fused and differentiable only: under torch.compile on a GPU, Dynamo
-        # shows every group with capturable=True, and optimlib's updates are
-        # correct either way (their step counters stay on the CPU).
-        check_implemented(
-            type(self).__name__,
-            {k: group.get(k) for k in ("fused", "differentiable") if k in self.defaults},
-        )
+        # fused only: under torch.compile on a GPU, Dynamo shows every group
+        # with capturable=True, and optimlib's updates are correct either way
+        # (their step counters stay on the CPU).
+        if "fused" in self.defaults:
+            check_implemented(type(self).__name__, {"fused": group.get("fused")})
         if not self.supports_sparse and any(
             p.grad is not None and p.grad.is_sparse for p in params
         ):
@@ -261,6 +268,8 @@ class Optimizer(torch.optim.Optimizer):
                 "foreach_update) in the class body, or override update_group"
             )
         states = self.states(params, group)
+        if torch.is_grad_enabled():  # differentiable=True
+            _keep_earlier_state(states)
         state_lists: list[list[Any]] = [
             [state.get(key) for state in states] for key in self.state_spec
         ]
@@ -357,6 +366,20 @@ class Optimizer(torch.optim.Optimizer):
             for key in keys:
                 if isinstance(state.get(key), Tensor):
                     state[key] = state[key].to(scalar_dtype())
+
+
+def _keep_earlier_state(states: list[dict[str, Any]]) -> None:
+    """Give a differentiable step fresh state tensors to update in place.
+
+    The graph of an earlier differentiable step may hold on to the state
+    tensors it used (Adam's ``exp_avg``, say); updating those same tensors in
+    place would invalidate it. Cloning is the identity for gradients, so
+    derivatives through several steps stay exact.
+    """
+    for state in states:
+        for key, value in state.items():
+            if isinstance(value, Tensor):
+                state[key] = value.clone()
 
 
 #: The keyword-only argument names of each update function, read once.

@@ -66,7 +66,7 @@ def radam_for_loop(
         if rectifier is None:
             param.add_(update * lr, alpha=-1.0)
         else:
-            adaptive = bias_correction(beta2, step) ** 0.5 / exp_avg_sqs[i].sqrt().add_(eps)
+            adaptive = bias_correction(beta2, step) ** 0.5 / (exp_avg_sqs[i].sqrt() + eps)
             param.add_(update * lr * adaptive * rectifier, alpha=-1.0)
 
 

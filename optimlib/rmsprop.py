@@ -49,10 +49,10 @@ def rmsprop_for_loop(
         update_square_average(square_avgs[i], direction, decay=alpha)
         if centered:
             update_average(grad_avgs[i], direction, decay=alpha)
-            rms = square_avgs[i].addcmul(grad_avgs[i], grad_avgs[i], value=-1).sqrt_()
+            variance = square_avgs[i].addcmul(grad_avgs[i], grad_avgs[i], value=-1)
         else:
-            rms = square_avgs[i].sqrt()
-        rms.add_(eps)
+            variance = square_avgs[i]
+        rms = variance.sqrt() + eps
         if momentum > 0:
             momentum_buffers[i].mul_(momentum).addcdiv_(direction, rms)
             param.add_(momentum_buffers[i], alpha=-lr)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from optimlib._functional import descent_direction, foreach_descent_direction
+from optimlib._functional import descent_direction, foreach_descent_direction, is_learned
 from optimlib._validation import check_common, check_non_negative, check_range
 from optimlib.optimizer import (
     Optimizer,
@@ -43,7 +43,10 @@ def sgd_for_loop(
             else:
                 buffer.mul_(momentum).add_(direction, alpha=1 - dampening)
             direction = direction.add(buffer, alpha=momentum) if nesterov else buffer
-        param.add_(direction, alpha=-lr)
+        if is_learned(lr):  # differentiable=True with a tensor lr that requires grad
+            param.addcmul_(direction, lr, value=-1)
+        else:
+            param.add_(direction, alpha=-lr)
 
 
 def sgd_foreach(
@@ -121,8 +124,10 @@ class SGD(Optimizer):
         maximize: ascend the objective instead of descending it.
         foreach: ``True`` for the multi-tensor implementation, ``False`` for the
             per-tensor loop, ``None`` to choose like ``torch.optim`` (foreach on CUDA).
-        differentiable, fused: accepted for compatibility at their default values
-            only; optimlib does not implement them and raises otherwise.
+        differentiable: ``True`` lets autograd record the step (see
+            :meth:`optimlib.optimizer.Optimizer.step`).
+        fused: accepted for compatibility at its default value only;
+            optimlib does not implement it yet and raises otherwise.
     """
 
     supports_complex = True

@@ -32,7 +32,7 @@ class OptimizerInfo:
     #: Options for the sparse-gradient test; ``None`` when sparse gradients are unsupported.
     sparse_config: dict[str, Any] | None = None
     #: torch options optimlib refuses at non-default values.
-    unimplemented: tuple[str, ...] = ("fused", "differentiable")
+    unimplemented: tuple[str, ...] = ("fused",)
     #: Whether torch.compile captures a step in one graph (fullgraph=True). RAdam,
     #: ASGD and Rprop branch in Python on values read from their state, which
     #: Dynamo handles with a graph break.
@@ -174,7 +174,7 @@ RMSPROP_INFO = OptimizerInfo(
             ({"centered": 2}, TypeError, r"Invalid centered: 2"),
         )
     ),
-    unimplemented=("differentiable", "capturable"),
+    unimplemented=("capturable",),
 )
 
 ADADELTA_INFO = OptimizerInfo(
@@ -194,7 +194,7 @@ ADADELTA_INFO = OptimizerInfo(
             ({"rho": 1.5}, ValueError, r"Invalid rho value: 1\.5 \(must be in \[0, 1\]\)"),
         )
     ),
-    unimplemented=("differentiable", "capturable"),
+    unimplemented=("capturable",),
 )
 
 _ADAM_CONFIGS = (
@@ -239,7 +239,7 @@ ADAM_INFO = OptimizerInfo(
             *_ADAM_TENSOR_BAD,
         )
     ),
-    unimplemented=("fused", "differentiable", "capturable"),
+    unimplemented=("fused", "capturable"),
 )
 
 ADAMW_INFO = OptimizerInfo(
@@ -248,7 +248,7 @@ ADAMW_INFO = OptimizerInfo(
     configs=(*_ADAM_CONFIGS, {"lr": 0.01, "weight_decay": 0.5}),
     group_overrides={"lr": 0.003, "weight_decay": 0.2},
     bad_arguments=_bad_common((_WEIGHT_DECAY_BAD, _EPS_BAD, *_BETAS_BAD, *_ADAM_TENSOR_BAD)),
-    unimplemented=("fused", "differentiable", "capturable"),
+    unimplemented=("fused", "capturable"),
 )
 
 ADAMAX_INFO = OptimizerInfo(
@@ -262,7 +262,7 @@ ADAMAX_INFO = OptimizerInfo(
     ),
     group_overrides={"lr": 0.004, "betas": (0.85, 0.995)},
     bad_arguments=_bad_common((_WEIGHT_DECAY_BAD, _EPS_BAD, *_BETAS_BAD)),
-    unimplemented=("differentiable", "capturable"),
+    unimplemented=("capturable",),
     torch_foreach_agrees=lambda config: not isinstance(config.get("lr"), torch.Tensor),
 )
 
@@ -286,7 +286,7 @@ NADAM_INFO = OptimizerInfo(
             ({"momentum_decay": -4e-3}, ValueError, r"Invalid momentum_decay"),
         )
     ),
-    unimplemented=("differentiable", "capturable"),
+    unimplemented=("capturable",),
 )
 
 RADAM_INFO = OptimizerInfo(
@@ -303,7 +303,7 @@ RADAM_INFO = OptimizerInfo(
     group_overrides={"lr": 0.004, "betas": (0.8, 0.9)},
     torch_foreach_agrees=lambda config: not isinstance(config.get("lr"), torch.Tensor),
     bad_arguments=_bad_common((_WEIGHT_DECAY_BAD, _EPS_BAD, *_BETAS_BAD)),
-    unimplemented=("differentiable", "capturable"),
+    unimplemented=("capturable",),
     compiles_fullgraph=False,
 )
 
@@ -329,7 +329,7 @@ ASGD_INFO = OptimizerInfo(
             ({"t0": -1}, ValueError, r"Invalid t0"),
         )
     ),
-    unimplemented=("differentiable", "capturable"),
+    unimplemented=("capturable",),
     compiles_fullgraph=False,
 )
 
@@ -352,7 +352,7 @@ RPROP_INFO = OptimizerInfo(
             ({"step_sizes": (0.1, 0.01)}, ValueError, r"Invalid step_sizes\[1\] \(maximum\)"),
         )
     ),
-    unimplemented=("differentiable", "capturable"),
+    unimplemented=("capturable",),
     compiles_fullgraph=False,
 )
 

@@ -209,22 +209,67 @@ def test_one_cycle_refuses_steps_beyond_total_steps():
 @pytest.mark.parametrize(
     ("build", "error", "pattern"),
     [
-        (lambda o: ours.StepLR(o, step_size=0), ValueError, r"Invalid step_size value: 0"),
-        (lambda o: ours.StepLR(o, step_size=2.5), TypeError, r"Invalid step_size value: 2\.5"),
-        (lambda o: ours.StepLR(o, step_size=5, gamma=0), ValueError, r"Invalid gamma value: 0"),
+        (
+            lambda o: ours.StepLR(o, step_size=0),
+            ValueError,
+            r"Invalid step_size value: 0 \(must be in \[1, inf\)\)",
+        ),
+        (lambda o: ours.StepLR(o, step_size=-3), ValueError, r"Invalid step_size value: -3"),
+        (
+            lambda o: ours.StepLR(o, step_size=2.5),
+            ValueError,
+            r"Invalid step_size value: 2\.5 \(must be a whole number\)",
+        ),
+        (lambda o: ours.StepLR(o, step_size=True), TypeError, r"Invalid step_size value: True"),
+        (lambda o: ours.StepLR(o, step_size="3"), TypeError, r"Invalid step_size value: '3'"),
+        (
+            lambda o: ours.StepLR(o, step_size=5, gamma=math.nan),
+            ValueError,
+            r"Invalid gamma value: nan \(must be in \[0, inf\)\)",
+        ),
+        (lambda o: ours.StepLR(o, step_size=5, gamma=math.inf), ValueError, r"Invalid gamma"),
         (lambda o: ours.ExponentialLR(o, gamma=-0.9), ValueError, r"Invalid gamma"),
-        (lambda o: ours.MultiStepLR(o, milestones=[10, 5]), ValueError, r"strictly increasing"),
         (lambda o: ours.MultiStepLR(o, milestones=[-1]), ValueError, r"Invalid milestones"),
+        (lambda o: ours.MultiStepLR(o, milestones=[2.5]), ValueError, r"Invalid milestones"),
         (lambda o: ours.ConstantLR(o, factor=1.5), ValueError, r"Invalid factor value: 1\.5"),
+        (lambda o: ours.ConstantLR(o, total_iters=0), ValueError, r"Invalid total_iters value: 0"),
         (lambda o: ours.LinearLR(o, start_factor=0), ValueError, r"Invalid start_factor"),
+        (lambda o: ours.PolynomialLR(o, total_iters=0), ValueError, r"Invalid total_iters"),
         (lambda o: ours.CosineAnnealingLR(o, T_max=0), ValueError, r"Invalid T_max"),
+        (lambda o: ours.CosineAnnealingLR(o, T_max=-10), ValueError, r"Invalid T_max"),
+        (lambda o: ours.CosineAnnealingLR(o, T_max=math.nan), ValueError, r"Invalid T_max"),
         (
             lambda o: ours.CosineAnnealingWarmRestarts(o, T_0=5, T_mult=0),
             ValueError,
             r"Invalid T_mult",
         ),
+        (
+            lambda o: ours.CosineAnnealingWarmRestarts(o, T_0=2.5),
+            ValueError,
+            r"Invalid T_0 value: 2\.5 \(must be a whole number\)",
+        ),
         (lambda o: ours.CyclicLR(o, 0.01, 0.1, mode="sawtooth"), ValueError, r"Invalid mode"),
+        (
+            lambda o: ours.CyclicLR(o, 0.01, 0.1, step_size_up=0),
+            ValueError,
+            r"Invalid step_size_up",
+        ),
+        (
+            lambda o: ours.CyclicLR(o, 0.01, 0.1, step_size_down=-1),
+            ValueError,
+            r"Invalid step_size_down",
+        ),
+        (
+            lambda o: ours.CyclicLR(o, 0.01, 0.1, mode="exp_range", gamma=math.nan),
+            ValueError,
+            r"Invalid gamma value: nan",
+        ),
         (lambda o: ours.OneCycleLR(o, max_lr=0.1), ValueError, r"give total_steps"),
+        (
+            lambda o: ours.OneCycleLR(o, max_lr=0.1, total_steps=10.5),
+            ValueError,
+            r"Invalid total_steps value: 10\.5",
+        ),
         (
             lambda o: ours.OneCycleLR(o, max_lr=0.1, total_steps=10, pct_start=1.5),
             ValueError,
@@ -238,10 +283,19 @@ def test_one_cycle_refuses_steps_beyond_total_steps():
         (lambda o: ours.LambdaLR(o, lr_lambda=3), TypeError, r"not callable"),
         (lambda o: ours.ReduceLROnPlateau(o, factor=1.0), ValueError, r"Invalid factor"),
         (lambda o: ours.ReduceLROnPlateau(o, mode="up"), ValueError, r"Invalid mode"),
+        (lambda o: ours.ReduceLROnPlateau(o, patience=2.5), ValueError, r"Invalid patience"),
+        (lambda o: ours.ReduceLROnPlateau(o, threshold=-1e-4), ValueError, r"Invalid threshold"),
         (
             lambda o: ours.SequentialLR(o, [ours.StepLR(o, 5)], milestones=[3]),
             ValueError,
             r"1 schedulers need 0 milestones",
+        ),
+        (
+            lambda o: ours.SequentialLR(
+                o, [ours.StepLR(o, 5), ours.StepLR(o, 3), ours.StepLR(o, 2)], milestones=[10, 5]
+            ),
+            ValueError,
+            r"Invalid milestones: \[10, 5\] \(must be non-decreasing\)",
         ),
     ],
 )
@@ -256,3 +310,289 @@ def test_composites_refuse_either_librarys_plateau_scheduler(plateau_module):
     plateau = plateau_module.ReduceLROnPlateau(optimizer)
     with pytest.raises(ValueError, match="ReduceLROnPlateau"):
         ours.ChainedScheduler([ours.StepLR(optimizer, 5), plateau])
+
+
+# ------------------------------------------- what torch accepts, with torch's lrs
+#
+# Each case builds a scheduler with the same arguments in both libraries, over
+# optimlib.SGD and torch.optim.SGD in float64, and compares every lr and momentum.
+
+
+def _sgd(module, lr=0.1):
+    """optimlib.SGD for our schedulers, torch.optim.SGD for torch's: float64, two groups."""
+    weights = [
+        torch.ones(2, dtype=torch.float64, requires_grad=True),
+        torch.ones(3, dtype=torch.float64, requires_grad=True),
+    ]
+    groups = [{"params": weights[:1]}, {"params": weights[1:], "lr": lr / 2}]
+    optimizer_class = optimlib.SGD if module is ours else torch.optim.SGD
+    return optimizer_class(groups, lr=lr, momentum=0.9)
+
+
+def _plateau(scheduler):
+    return isinstance(scheduler, (ours.ReduceLROnPlateau, torch_sched.ReduceLROnPlateau))
+
+
+def _step(optimizer, scheduler):
+    optimizer.step()
+    if _plateau(scheduler):
+        scheduler.step(1.0)  # a metric that never improves: the lr keeps being reduced
+    else:
+        scheduler.step()
+
+
+def _values(optimizer):
+    return [
+        (float(g["lr"]), float(g["momentum"] if "momentum" in g else g["betas"][0]))
+        for g in optimizer.param_groups
+    ]
+
+
+def _same_as_torch(build_ours, build_torch=None, steps=40):
+    """Our scheduler's lrs and momenta over ``steps`` steps, asserted equal to torch's;
+    returns both schedulers, ours first."""
+    traces, schedulers = [], []
+    for module, build in ((ours, build_ours), (torch_sched, build_torch or build_ours)):
+        optimizer = _sgd(module)
+        scheduler = build(module, optimizer)
+        trace = [_values(optimizer)]
+        for _ in range(steps):
+            _step(optimizer, scheduler)
+            trace.append(_values(optimizer))
+        traces.append(trace)
+        schedulers.append(scheduler)
+    assert traces[0] == traces[1]
+    return schedulers
+
+
+# name -> (factory(module, optimizer, count), whether torch takes numpy integers there);
+# count(3) is np.int64(3) for our scheduler, and for torch's where it takes them.
+NUMPY_COUNTS = {
+    "StepLR-step_size": (lambda m, o, n: m.StepLR(o, step_size=n(3), gamma=0.5), True),
+    "MultiStepLR-milestones": (lambda m, o, n: m.MultiStepLR(o, [n(3), n(7)]), True),
+    "ConstantLR-total_iters": (lambda m, o, n: m.ConstantLR(o, 0.5, total_iters=n(4)), True),
+    "LinearLR-total_iters": (lambda m, o, n: m.LinearLR(o, 0.2, total_iters=n(6)), True),
+    "PolynomialLR-total_iters": (lambda m, o, n: m.PolynomialLR(o, total_iters=n(30)), True),
+    "CosineAnnealingLR-T_max": (lambda m, o, n: m.CosineAnnealingLR(o, T_max=n(10)), True),
+    "CosineAnnealingWarmRestarts-T_0-T_mult": (
+        lambda m, o, n: m.CosineAnnealingWarmRestarts(o, T_0=n(5), T_mult=n(2)),
+        False,  # torch insists on int
+    ),
+    "CyclicLR-step_sizes": (
+        lambda m, o, n: m.CyclicLR(o, 0.01, 0.1, step_size_up=n(5), step_size_down=n(3)),
+        True,
+    ),
+    "OneCycleLR-total_steps": (lambda m, o, n: m.OneCycleLR(o, 0.1, total_steps=n(40)), False),
+    "OneCycleLR-epochs": (
+        lambda m, o, n: m.OneCycleLR(o, 0.1, epochs=n(4), steps_per_epoch=n(10)),
+        False,
+    ),
+    "ReduceLROnPlateau-patience-cooldown": (
+        lambda m, o, n: m.ReduceLROnPlateau(o, patience=n(2), cooldown=n(1)),
+        True,
+    ),
+    "SequentialLR-milestones": (
+        lambda m, o, n: m.SequentialLR(
+            o, [m.ConstantLR(o, 0.5), m.ExponentialLR(o, 0.9)], milestones=[n(8)]
+        ),
+        True,
+    ),
+}
+
+
+@pytest.mark.parametrize("name", NUMPY_COUNTS)
+def test_numpy_integer_counts_match_torch_and_checkpoint_with_weights_only(name):
+    np = pytest.importorskip("numpy")
+    factory, torch_takes_numpy = NUMPY_COUNTS[name]
+    mine, _ = _same_as_torch(
+        lambda m, o: factory(m, o, np.int64),
+        lambda m, o: factory(m, o, np.int64 if torch_takes_numpy else int),
+    )
+    buffer = io.BytesIO()
+    torch.save(mine.state_dict(), buffer)
+    buffer.seek(0)
+    # numpy scalars in the state would make torch.load(weights_only=True) refuse it
+    assert torch.load(buffer, weights_only=True).keys() == mine.state_dict().keys()
+
+
+FLOAT_ARGUMENTS = {
+    "CosineAnnealingLR-T_max-10.0": lambda m, o: m.CosineAnnealingLR(o, T_max=10.0),
+    "CosineAnnealingLR-T_max-2.5": lambda m, o: m.CosineAnnealingLR(o, T_max=2.5, eta_min=1e-3),
+    "StepLR-step_size-3.0": lambda m, o: m.StepLR(o, step_size=3.0, gamma=0.5),
+    "MultiStepLR-milestones-3.0": lambda m, o: m.MultiStepLR(o, milestones=[3.0, 7.0]),
+    "ConstantLR-total_iters-4.0": lambda m, o: m.ConstantLR(o, 0.5, total_iters=4.0),
+    "LinearLR-total_iters-6.0": lambda m, o: m.LinearLR(o, 0.2, total_iters=6.0),
+    "PolynomialLR-total_iters-30.0": lambda m, o: m.PolynomialLR(o, total_iters=30.0),
+    "CyclicLR-step_sizes-4.5-2.5": lambda m, o: m.CyclicLR(
+        o, 0.01, 0.1, step_size_up=4.5, step_size_down=2.5
+    ),
+    "ReduceLROnPlateau-patience-2.0": lambda m, o: m.ReduceLROnPlateau(
+        o, patience=2.0, cooldown=1.0
+    ),
+    "SequentialLR-milestones-8.0": lambda m, o: m.SequentialLR(
+        o, [m.ConstantLR(o, 0.5), m.ExponentialLR(o, 0.9)], milestones=[8.0]
+    ),
+}
+
+
+@pytest.mark.parametrize("name", FLOAT_ARGUMENTS)
+def test_float_arguments_torch_accepts_match_torch(name):
+    _same_as_torch(FLOAT_ARGUMENTS[name])
+
+
+@pytest.mark.parametrize("milestones", [[3, 3, 6], [6, 3], [9, 3, 9, 3, 3]], ids=str)
+def test_multistep_repeated_and_unsorted_milestones_match_torch(milestones):
+    schedulers = _same_as_torch(lambda m, o: m.MultiStepLR(o, milestones, gamma=0.5))
+    jumped = []
+    for scheduler in schedulers:  # the closed form (a jump to a step) counts repeats too
+        with pytest.warns(UserWarning, match="epoch parameter"):
+            scheduler.step(4)
+        jumped.append(scheduler.get_last_lr())
+    assert jumped[0] == jumped[1]
+    assert jumped[0][0] == 0.1 * 0.5 ** sum(m <= 4 for m in milestones)
+
+
+ZERO_GAMMA = {
+    "StepLR": lambda m, o: m.StepLR(o, step_size=3, gamma=0),
+    "MultiStepLR": lambda m, o: m.MultiStepLR(o, milestones=[2, 5], gamma=0.0),
+    "ExponentialLR": lambda m, o: m.ExponentialLR(o, gamma=0),
+    "CyclicLR-exp_range": lambda m, o: m.CyclicLR(
+        o, 0.01, 0.1, step_size_up=3, mode="exp_range", gamma=0
+    ),
+}
+
+
+@pytest.mark.parametrize("name", ZERO_GAMMA)
+def test_zero_gamma_matches_torch(name):
+    _same_as_torch(ZERO_GAMMA[name])
+
+
+EDGE_VALUES = {
+    # The rate rises over 4 steps and drops back at once: a sawtooth.
+    "CyclicLR-step_size_down-0": lambda m, o: m.CyclicLR(
+        o, 0.01, 0.1, step_size_up=4, step_size_down=0
+    ),
+    # A repeated milestone gives the scheduler between the two no steps at all.
+    "SequentialLR-repeated-milestone": lambda m, o: m.SequentialLR(
+        o,
+        [m.ConstantLR(o, 0.5), m.StepLR(o, 2), m.ExponentialLR(o, 0.9)],
+        milestones=[5, 5],
+    ),
+    "MultiStepLR-milestone-0": lambda m, o: m.MultiStepLR(o, milestones=[0, 4], gamma=0.5),
+}
+
+
+@pytest.mark.parametrize("name", EDGE_VALUES)
+def test_edge_values_torch_accepts_match_torch(name):
+    _same_as_torch(EDGE_VALUES[name])
+
+
+def test_reduce_lr_on_plateau_takes_torchs_epoch_argument():
+    epochs = []
+    for module in (ours, torch_sched):
+        optimizer = _sgd(module)
+        scheduler = module.ReduceLROnPlateau(optimizer, patience=0)
+        with pytest.warns(UserWarning, match="deprecated"):
+            scheduler.step(1.0, epoch=7)
+            scheduler.step(2.0, epoch=9)
+        epochs.append((scheduler.last_epoch, _values(optimizer)))
+    assert epochs[0] == epochs[1]
+    assert epochs[0][0] == 9
+
+
+# ----------------------------------------------- a tensor lr stays the same tensor
+
+
+def _tensor_optimizer(module, kind, tensor_momentum=False):
+    """optimlib's or torch's SGD (or Adam) in float64, each group's lr a 0-d tensor."""
+    weights = [
+        torch.ones(2, dtype=torch.float64, requires_grad=True),
+        torch.ones(3, dtype=torch.float64, requires_grad=True),
+    ]
+    groups = [
+        {"params": weights[:1], "lr": torch.tensor(0.1, dtype=torch.float64)},
+        {"params": weights[1:], "lr": torch.tensor(0.05, dtype=torch.float64)},
+    ]
+    library = optimlib if module is ours else torch.optim
+    if kind == "adam":
+        if tensor_momentum:
+            for group in groups:
+                group["betas"] = (
+                    torch.tensor(0.9, dtype=torch.float64),
+                    torch.tensor(0.999, dtype=torch.float64),
+                )
+        return library.Adam(groups), weights
+    if tensor_momentum:
+        for group in groups:
+            group["momentum"] = torch.tensor(0.9, dtype=torch.float64)
+    return library.SGD(groups, lr=0.1, momentum=0.9), weights
+
+
+def _run_with_gradients(optimizer, weights, scheduler, steps):
+    """lrs, momenta and parameters after each step, with a gradient every step."""
+    trace = []
+    for _ in range(steps):
+        for weight in weights:
+            weight.grad = torch.cos(weight.detach()) + 0.5
+        _step(optimizer, scheduler)
+        trace.append(
+            (
+                _values(optimizer),
+                [float(lr) for lr in scheduler.get_last_lr()],
+                [weight.tolist() for weight in weights],
+            )
+        )
+    return trace
+
+
+TENSOR_LR_SCHEDULES = {
+    **SCHEDULES,
+    "ReduceLROnPlateau": (lambda m, o: m.ReduceLROnPlateau(o, factor=0.5, patience=2), "sgd"),
+}
+
+
+@pytest.mark.parametrize("name", TENSOR_LR_SCHEDULES)
+def test_tensor_lr_stays_the_same_tensor_with_torchs_values(name):
+    factory, kind = TENSOR_LR_SCHEDULES[name]
+    traces = []
+    for module in (ours, torch_sched):
+        optimizer, weights = _tensor_optimizer(module, kind)
+        tensors = [group["lr"] for group in optimizer.param_groups]
+        scheduler = factory(module, optimizer)
+        traces.append(_run_with_gradients(optimizer, weights, scheduler, 60))
+        if module is ours:
+            assert len({lrs[0][0] for (lrs, *_) in traces[0]}) > 1  # the schedule did act
+            for group, tensor in zip(optimizer.param_groups, tensors, strict=True):
+                assert group["lr"] is tensor
+            # get_last_lr() gives copies, as torch's does, never the group's own tensor
+            assert not any(
+                last is group["lr"]
+                for last, group in zip(scheduler.get_last_lr(), optimizer.param_groups, strict=True)
+            )
+    assert traces[0] == traces[1]
+
+
+CYCLIC = {
+    "CyclicLR": lambda m, o: m.CyclicLR(o, 0.01, 0.1, step_size_up=5, step_size_down=3),
+    "OneCycleLR": lambda m, o: m.OneCycleLR(o, max_lr=0.1, total_steps=30),
+}
+
+
+@pytest.mark.parametrize("kind", ["sgd", "adam"])
+@pytest.mark.parametrize("name", CYCLIC)
+def test_cyclic_momentum_keeps_tensor_momentum_and_betas(name, kind):
+    traces = []
+    for module in (ours, torch_sched):
+        optimizer, weights = _tensor_optimizer(module, kind, tensor_momentum=True)
+        key = "betas" if kind == "adam" else "momentum"
+        held = [
+            (group["lr"], group[key][0] if kind == "adam" else group[key])
+            for group in optimizer.param_groups
+        ]
+        scheduler = CYCLIC[name](module, optimizer)
+        traces.append(_run_with_gradients(optimizer, weights, scheduler, 30))
+        if module is ours:  # torch puts a float in the momentum's place; we keep the tensor
+            for group, (lr, momentum) in zip(optimizer.param_groups, held, strict=True):
+                assert group["lr"] is lr
+                assert (group[key][0] if kind == "adam" else group[key]) is momentum
+    assert traces[0] == traces[1]
