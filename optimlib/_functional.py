@@ -113,11 +113,15 @@ def advance(steps: list[Tensor]) -> list[float]:
     """Add one to each step counter and return the new counts as numbers.
 
     Counters are 0-d tensors on the CPU, as in ``torch.optim``, so reading
-    them back costs no device synchronisation.
+    them back costs no device synchronisation. Each count is read right after
+    its own increment: a parameter listed twice in a group shares one counter,
+    and its two updates see 1 and then 2, as in torch.optim's for-loop.
     """
+    counts = []
     for step in steps:
         step += 1
-    return [step.item() for step in steps]
+        counts.append(step.item())
+    return counts
 
 
 def scalar_dtype() -> torch.dtype:

@@ -105,23 +105,27 @@ class LBFGS(Optimizer):
 
     # -- the parameters as one flat vector ------------------------------------
 
+    # A complex parameter counts as its real and imaginary parts, as torch's does.
+
     def _flat_gradient(self) -> Tensor:
         pieces = []
         for p in self._params:
             if p.grad is None:
-                pieces.append(p.new_zeros(p.numel()))
+                pieces.append(_real_view(p).new_zeros(_real_view(p).numel()))
             elif p.grad.is_sparse:
-                pieces.append(p.grad.to_dense().view(-1))
+                pieces.append(_real_view(p.grad.to_dense()).reshape(-1))
             else:
-                pieces.append(p.grad.view(-1))
+                pieces.append(_real_view(p.grad).reshape(-1))
         flat = torch.cat(pieces, 0)
         return flat.neg_() if self.param_groups[0]["maximize"] else flat
 
     def _move(self, step_size: float | Tensor, direction: Tensor) -> None:
         offset = 0
         for p in self._params:
-            p.add_(direction[offset : offset + p.numel()].view_as(p), alpha=float(step_size))
-            offset += p.numel()
+            real = _real_view(p)
+            piece = direction[offset : offset + real.numel()]
+            real.add_(piece.view_as(real), alpha=float(step_size))
+            offset += real.numel()
 
     def _evaluate(self, closure: Callable[[], Tensor]) -> tuple[float, Tensor]:
         """Loss (as a number, negated under maximize) and flat gradient, via the closure."""
@@ -259,6 +263,10 @@ class LBFGS(Optimizer):
             prev_loss=previous_loss,
         )
         return first_loss
+
+
+def _real_view(tensor: Tensor) -> Tensor:
+    return torch.view_as_real(tensor) if tensor.is_complex() else tensor
 
 
 def _as_number(loss: Tensor | float) -> float:

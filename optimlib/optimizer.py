@@ -112,8 +112,19 @@ def zeros(when: str | None = None) -> State:
 
 
 def filled(option: str, when: str | None = None) -> State:
-    """A tensor shaped like the parameter, filled with the group's ``option``."""
-    return State(lambda param, group: torch.full_like(param, to_scalar(group[option])), when)
+    """A tensor shaped like the parameter, filled with the group's ``option``.
+
+    For a complex parameter both the real and the imaginary part are filled,
+    since the update treats them as two real coordinates.
+    """
+
+    def create(param: Tensor, group: dict[str, Any]) -> Tensor:
+        value = to_scalar(group[option])
+        if param.is_complex():
+            value = complex(float(value), float(value))
+        return torch.full_like(param, value)
+
+    return State(create, when)
 
 
 def counter(start: float = 0.0) -> State:
@@ -144,7 +155,10 @@ class Optimizer(torch.optim.Optimizer):
     #: The reference implementation, and its multi-tensor twin (``None``: none).
     for_loop_update: ClassVar[UpdateFn | None] = None
     foreach_update: ClassVar[UpdateFn | None] = None
-    #: Whether the update is written for complex parameters (SGD's is, as is).
+    #: Whether the update is written for complex tensors (SGD's is, as is). If
+    #: not, a complex parameter, its gradient and its complex state are viewed
+    #: as real pairs (``torch.view_as_real``), as torch.optim does: the update
+    #: then treats the real and imaginary parts as two real coordinates.
     supports_complex: ClassVar[bool] = False
     #: Whether the update handles sparse gradients (SGD's and Adagrad's do).
     supports_sparse: ClassVar[bool] = False
@@ -221,7 +235,9 @@ class Optimizer(torch.optim.Optimizer):
             shared = self.step_values()
             for group, params in work:
                 grads = [p.grad for p in params]
-                foreach = use_foreach(group.get("foreach"), params, grads) and not differentiable
+                foreach = use_foreach(group.get("foreach"), params, grads) and not (
+                    differentiable or _has_duplicates(params)
+                )
                 options = {**group, **shared} if shared else group
                 self.update_group(options, params, grads, foreach=foreach)
         return loss
@@ -243,11 +259,6 @@ class Optimizer(torch.optim.Optimizer):
             raise RuntimeError(
                 self.sparse_gradient_error
                 or f"{type(self).__name__} does not support sparse gradients"
-            )
-        if not self.supports_complex and any(p.is_complex() for p in params):
-            raise NotImplementedError(
-                f"optimlib.{type(self).__name__} does not support complex parameters; "
-                "optimize torch.view_as_real(param) instead, or use torch.optim"
             )
 
     def step_values(self) -> dict[str, Any]:
@@ -273,6 +284,16 @@ class Optimizer(torch.optim.Optimizer):
         state_lists: list[list[Any]] = [
             [state.get(key) for state in states] for key in self.state_spec
         ]
+        owners = params  # the parameters as the state knows them
+        complex_positions = (
+            [] if self.supports_complex else [i for i, p in enumerate(params) if p.is_complex()]
+        )
+        if complex_positions:
+            params, grads = list(params), list(grads)
+            for i in complex_positions:
+                params[i], grads[i] = _as_real(params[i]), _as_real(grads[i])
+                for values in state_lists:
+                    values[i] = _as_real(values[i])
         if foreach and self.foreach_update is not None:
             update = self.foreach_update
             kwargs = self.hyperparameters(group, update)
@@ -292,9 +313,12 @@ class Optimizer(torch.optim.Optimizer):
             update(params, grads, *state_lists, **self.hyperparameters(group, update))
         for (key, spec), values in zip(self.state_spec.items(), state_lists, strict=True):
             if spec.create is None:
-                for param, value in zip(params, values, strict=True):
-                    if value is not None:
-                        self.state[param][key] = value
+                for i, value in enumerate(values):
+                    if value is None:
+                        continue
+                    if i in complex_positions:  # stored in the parameter's own dtype
+                        value = torch.view_as_complex(value)
+                    self.state[owners[i]][key] = value
 
     def bucket_key(self, param: Tensor) -> Hashable:
         """Beyond device and dtype, what splits the foreach buckets (nothing by default)."""
@@ -366,6 +390,22 @@ class Optimizer(torch.optim.Optimizer):
             for key in keys:
                 if isinstance(state.get(key), Tensor):
                     state[key] = state[key].to(scalar_dtype())
+
+
+def _has_duplicates(params: list[Tensor]) -> bool:
+    """A parameter listed twice in a group (torch warns, and updates it twice in turn).
+
+    Its updates must then run one after the other, as the for-loop runs them;
+    the multi-tensor kernels would apply both halves of the update at once.
+    """
+    return len({id(p) for p in params}) != len(params)
+
+
+def _as_real(value: Any) -> Any:
+    """A complex tensor as a real view with a trailing dimension of 2; anything else as is."""
+    if isinstance(value, Tensor) and value.is_complex():
+        return torch.view_as_real(value)
+    return value
 
 
 def _keep_earlier_state(states: list[dict[str, Any]]) -> None:

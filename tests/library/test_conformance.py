@@ -16,6 +16,7 @@ import pytest
 import torch
 from torch import Tensor
 
+import optimlib
 from tests.library.optimizer_cases import OPTIMIZERS, OptimizerInfo, all_configs, one_config_each
 
 STEPS = 60
@@ -560,3 +561,79 @@ def test_a_step_saved_as_a_number_loads_and_continues_like_a_tensor_step(info, c
         resumed.step()
     for mine, theirs in zip(twin.params, scenario.params, strict=True):
         torch.testing.assert_close(mine, theirs, rtol=0, atol=0)
+
+
+@pytest.mark.filterwarnings("ignore:optimizer contains a parameter group with duplicate")
+@pytest.mark.parametrize("foreach", [False, True], ids=["for-loop", "foreach"])
+@pytest.mark.parametrize(("info", "config"), one_config_each())
+def test_a_parameter_listed_twice_is_updated_twice_as_torch_does(info, config, foreach):
+    """torch.optim warns, then updates it twice in turn; the shared step counter reads 1, 2."""
+    runs = []
+    for cls, extra in ((info.ours, {"foreach": foreach}), (info.theirs, {"foreach": False})):
+        generator = torch.Generator().manual_seed(0)
+        twice = torch.randn(4, generator=generator, dtype=torch.float64, requires_grad=True)
+        once = torch.randn(3, generator=generator, dtype=torch.float64, requires_grad=True)
+        try:
+            optimizer = cls([twice, once, twice], **_clone(config), **extra)
+        except ValueError:  # torch.optim.Adam's tensor lr with foreach=True, refused alike
+            pytest.skip("refused, as torch.optim refuses it")
+        for _ in range(5):
+            optimizer.zero_grad()
+            (torch.sin(twice).sum() + (once**2).sum()).backward()
+            optimizer.step()
+        runs.append((twice.detach(), once.detach()))
+    for mine, reference in zip(*runs, strict=True):
+        torch.testing.assert_close(mine, reference, rtol=1e-12, atol=1e-14)
+
+
+def _clone(config: dict[str, Any]) -> dict[str, Any]:
+    return {k: v.clone() if isinstance(v, Tensor) else v for k, v in config.items()}
+
+
+#: Arguments torch.optim accepts that an older optimlib refused: optimlib takes
+#: them too, with torch's result.
+ACCEPTED_AS_TORCH_ACCEPTS = [
+    ("Adam", {"amsgrad": 0}),
+    ("Adam", {"amsgrad": 1, "maximize": 0}),
+    ("RMSprop", {"centered": 1, "momentum": 0.5}),
+    ("SGD", {"momentum": 0.9, "nesterov": 1}),
+    ("LBFGS", {"tolerance_grad": float("inf")}),
+    ("LBFGS", {"tolerance_change": float("inf"), "history_size": 3}),
+]
+
+
+def _numpy_cases() -> list:
+    numpy = pytest.importorskip("numpy")
+    return [
+        ("LBFGS", {"max_iter": numpy.int64(4), "history_size": numpy.int32(3)}),
+        ("Adam", {"amsgrad": numpy.bool_(True)}),
+        ("Adagrad", {"lr": numpy.float64(0.05)}),
+    ]
+
+
+def _run_both(name: str, kwargs: dict[str, Any]) -> None:
+    runs = []
+    for library in (optimlib, torch.optim):
+        weight = torch.linspace(-1, 2, 5, dtype=torch.float64, requires_grad=True)
+        optimizer = getattr(library, name)([weight], **kwargs)
+
+        def closure(weight=weight, optimizer=optimizer) -> Tensor:
+            optimizer.zero_grad()
+            loss = (torch.cos(weight) + weight**2).sum()
+            loss.backward()
+            return loss
+
+        for _ in range(4):
+            optimizer.step(closure)
+        runs.append(weight.detach())
+    torch.testing.assert_close(runs[0], runs[1], rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize(("name", "kwargs"), ACCEPTED_AS_TORCH_ACCEPTS, ids=str)
+def test_what_torch_accepts_gives_torchs_result(name, kwargs):
+    _run_both(name, kwargs)
+
+
+def test_numpy_numbers_give_torchs_result():
+    for name, kwargs in _numpy_cases():
+        _run_both(name, kwargs)

@@ -236,19 +236,3 @@ def test_a_negative_infinite_tolerance_gives_torchs_result():
         runs.append((float(loss.detach()), [p.detach().clone() for p in problem.params]))
     assert runs[0][0] == runs[1][0]
     assert all(torch.equal(a, b) for a, b in zip(runs[0][1], runs[1][1], strict=True))
-
-
-def test_complex_parameters_are_refused_before_anything_changes():
-    weight = torch.randn(3, dtype=torch.complex64, requires_grad=True)
-    before = weight.detach().clone()
-    optimizer = optimlib.LBFGS([weight])
-
-    def closure():
-        optimizer.zero_grad()
-        loss = (weight.abs() ** 2).sum()
-        loss.backward()
-        return loss
-
-    with pytest.raises(NotImplementedError, match="complex"):
-        optimizer.step(closure)
-    assert torch.equal(weight.detach(), before) and not optimizer.state
