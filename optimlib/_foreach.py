@@ -30,7 +30,7 @@ def use_foreach(foreach: bool | None, params: Sequence[Tensor], grads: Sequence[
     if any(grad.is_sparse for grad in grads):
         return False
     if foreach is not None:
-        return foreach
+        return bool(foreach)
     return bool(params) and all(p.device.type in FOREACH_DEVICE_TYPES for p in params)
 
 

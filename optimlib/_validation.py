@@ -77,9 +77,12 @@ def check_bool(name: str, value: Any) -> None:
 
 
 def check_foreach(value: Any) -> None:
-    """``foreach`` is ``None`` (choose automatically), ``True`` or ``False``."""
-    if value is not None and not isinstance(value, bool):
-        raise TypeError(f"Invalid foreach: {value!r} (must be None, True or False)")
+    """``foreach`` is ``None`` (choose automatically), or a switch (see :func:`check_bool`)."""
+    if value is not None:
+        try:
+            check_bool("foreach", value)
+        except TypeError:
+            raise TypeError(f"Invalid foreach: {value!r} (must be None, True or False)") from None
 
 
 #: Options of ``torch.optim`` that optimlib accepts only at their "off" value.

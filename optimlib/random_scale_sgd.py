@@ -82,10 +82,37 @@ class RandomScaleSGD(Optimizer):
         super().__init__(params, defaults_from(locals()))
         self.generator = torch.Generator().manual_seed(seed)
         self.factors: list[float] = []
+        self._register_generator_hooks()
+
+    def _register_generator_hooks(self) -> None:
         self.register_state_dict_post_hook(_save_generator)
         self.register_load_state_dict_pre_hook(_take_generator_state)
         self.register_load_state_dict_post_hook(_restore_generator)
         self._loaded_generator_state: Tensor | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        """What ``copy.deepcopy`` and ``pickle`` keep: torch's three entries, the generator too.
+
+        torch.optim.Optimizer keeps only ``defaults``, ``state`` and
+        ``param_groups``; without the generator a copy could not draw.
+        """
+        return {
+            **super().__getstate__(),
+            "generator_state": self.generator.get_state(),
+            "factors": list(self.factors),
+        }
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # load_state_dict calls this too, with the state and groups alone: its
+        # hooks restore the generator, and a copy restores it here.
+        copied = "generator_state" in state
+        generator_state, factors = state.pop("generator_state", None), state.pop("factors", None)
+        super().__setstate__(state)
+        if copied:
+            self.generator = torch.Generator()
+            self.generator.set_state(generator_state)
+            self.factors = factors
+            self._register_generator_hooks()
 
     def draw_factor(self) -> float:
         """The next :math:`u_t`; drawn on the CPU, so no device synchronises."""

@@ -111,7 +111,7 @@ def _bad_common(extra: tuple = ()) -> tuple:
     return (
         ({"lr": -1e-3}, ValueError, r"Invalid lr value: -0\.001 \(must be in \[0, inf\)\)"),
         ({"lr": "big"}, TypeError, r"Invalid lr: expected a number"),
-        ({"foreach": 1}, TypeError, r"Invalid foreach"),
+        ({"foreach": "yes"}, TypeError, r"Invalid foreach: 'yes'"),
         ({"maximize": "no"}, TypeError, r"Invalid maximize"),
         *extra,
     )

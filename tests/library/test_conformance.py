@@ -597,6 +597,8 @@ ACCEPTED_AS_TORCH_ACCEPTS = [
     ("Adam", {"amsgrad": 1, "maximize": 0}),
     ("RMSprop", {"centered": 1, "momentum": 0.5}),
     ("SGD", {"momentum": 0.9, "nesterov": 1}),
+    ("SGD", {"momentum": 0.9, "foreach": 1}),
+    ("Adamax", {"foreach": 0}),
     ("LBFGS", {"tolerance_grad": float("inf")}),
     ("LBFGS", {"tolerance_change": float("inf"), "history_size": 3}),
 ]

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import io
+import pickle
 
 import pytest
 import torch
@@ -48,13 +50,13 @@ def test_resumed_run_draws_the_same_factors():
     buffer = io.BytesIO()
     torch.save(optimizer.state_dict(), buffer)
     buffer.seek(0)
-    copy = weight.detach().clone().requires_grad_()
-    resumed = optimlib.RandomScaleSGD([copy], lr=0.1, seed=999)
+    resumed_weight = weight.detach().clone().requires_grad_()
+    resumed = optimlib.RandomScaleSGD([resumed_weight], lr=0.1, seed=999)
     resumed.load_state_dict(torch.load(buffer, weights_only=True))
     _run(optimizer, weight, 4)
-    _run(resumed, copy, 4)
+    _run(resumed, resumed_weight, 4)
     assert resumed.factors == optimizer.factors[3:]
-    torch.testing.assert_close(copy, weight, rtol=0, atol=0)
+    torch.testing.assert_close(resumed_weight, weight, rtol=0, atol=0)
 
 
 def test_foreach_equals_for_loop(device):
@@ -93,3 +95,19 @@ def test_a_failed_load_leaves_the_generator_as_it_was():
     single = optimlib.RandomScaleSGD([torch.zeros(2, requires_grad=True)], seed=1)
     single.load_state_dict(saved)
     assert torch.equal(single.generator.get_state(), saved["generator_state"])
+
+
+@pytest.mark.parametrize("how", ["deepcopy", "pickle"])
+def test_a_copy_carries_its_generator_and_draws_what_the_original_draws(how):
+    weight = torch.zeros(2, dtype=torch.float64, requires_grad=True)
+    optimizer = optimlib.RandomScaleSGD([weight], lr=0.1, seed=7)
+    _run(optimizer, weight, 3)
+    if how == "deepcopy":
+        twin = copy.deepcopy(optimizer)
+    else:
+        twin = pickle.loads(pickle.dumps(optimizer))
+    twin_weight = twin.param_groups[0]["params"][0]
+    _run(optimizer, weight, 4)
+    _run(twin, twin_weight, 4)
+    assert twin.factors[-4:] == optimizer.factors[-4:]
+    torch.testing.assert_close(twin_weight, weight, rtol=0, atol=0)
