@@ -22,7 +22,22 @@ def is_learned(hyperparameter: object) -> TypeGuard[Tensor]:
     such a tensor; kernels' ``alpha=`` and ``value=`` arguments take numbers
     only, so the updates then use a tensor product instead, as torch.optim does.
     """
-    return isinstance(hyperparameter, Tensor) and hyperparameter.requires_grad
+    return (
+        isinstance(hyperparameter, Tensor)
+        and hyperparameter.requires_grad
+        and torch.is_grad_enabled()
+    )
+
+
+def overwritable(tensor: Tensor) -> Tensor:
+    """A fresh result the caller may now change in place: itself, or a copy while autograd records.
+
+    ``x.sqrt().add_(eps)`` saves an allocation; but when a differentiable step
+    is being recorded, autograd keeps ``x.sqrt()`` for the backward pass, and
+    changing it in place would corrupt the gradient. torch.optim makes the
+    same distinction.
+    """
+    return tensor.clone() if torch.is_grad_enabled() and tensor.requires_grad else tensor
 
 
 def descent_direction(

@@ -10,6 +10,7 @@ from optimlib._functional import (
     descent_direction,
     foreach_descent_direction,
     foreach_update_square_average,
+    overwritable,
     update_square_average,
 )
 from optimlib._validation import check_common, check_range
@@ -37,7 +38,7 @@ def adadelta_for_loop(
         direction = descent_direction(param, grad, weight_decay=weight_decay, maximize=maximize)
         update_square_average(square_avg, direction, decay=rho)
         std = square_avg.add(eps).sqrt_()
-        delta = acc_delta.add(eps).sqrt().div(std).mul_(direction)
+        delta = overwritable(acc_delta.add(eps).sqrt_()).div_(std).mul_(direction)
         update_square_average(acc_delta, delta, decay=rho)
         param.add_(delta, alpha=-lr)
 

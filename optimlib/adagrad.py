@@ -6,7 +6,7 @@ import torch
 from torch import Tensor
 
 from optimlib._foreach import numbers
-from optimlib._functional import advance, descent_direction, foreach_descent_direction
+from optimlib._functional import advance, descent_direction, foreach_descent_direction, overwritable
 from optimlib._validation import check_common, check_non_negative
 from optimlib.optimizer import Optimizer, ParamsT, counter, defaults_from, filled, spec
 
@@ -33,7 +33,7 @@ def adagrad_for_loop(
             _sparse_update(param, direction.coalesce(), total, lr=decayed_lr, eps=eps)
             continue
         total.addcmul_(direction, direction, value=1)
-        std = total.sqrt() + eps
+        std = overwritable(total.sqrt()).add_(eps)
         param.addcdiv_(direction, std, value=-decayed_lr)
 
 

@@ -129,6 +129,7 @@ class Adam(Optimizer):
     (:math:`v`) and, with ``amsgrad``, ``max_exp_avg_sq`` (:math:`\hat v`).
     """
 
+    learnable_hyperparameters = ("lr", "betas", "weight_decay")
     state_spec = spec(
         exp_avg=zeros(), exp_avg_sq=zeros(), max_exp_avg_sq=zeros(when="amsgrad"), step=counter()
     )
@@ -153,32 +154,30 @@ class Adam(Optimizer):
         fused: bool | None = None,
         decoupled_weight_decay: bool = False,
     ) -> None:
-        check_tensor_hyperparameters(lr, betas, foreach=foreach, capturable=capturable)
+        refuse_tensors = bool(foreach) and not capturable
+        if isinstance(lr, Tensor) and refuse_tensors:
+            raise ValueError(
+                "lr as a Tensor is not supported for capturable=False and foreach=True"
+            )
         check_common(lr, eps, weight_decay, amsgrad=amsgrad, foreach=foreach, maximize=maximize)
         check_betas(betas)
+        check_tensor_betas(betas, refuse_tensors=refuse_tensors)
         check_bool("decoupled_weight_decay", decoupled_weight_decay)
         super().__init__(params, defaults_from(locals()))
 
 
-def check_tensor_hyperparameters(
-    lr: Any, betas: Any, *, foreach: bool | None, capturable: bool
-) -> None:
-    """torch.optim.Adam's rules for tensor ``lr`` and ``betas``, in its words.
+def check_tensor_betas(betas: Any, *, refuse_tensors: bool) -> None:
+    """torch.optim.Adam's rules for tensor ``betas``, in its words.
 
-    Its foreach kernels take them only when capturable, and both betas must be
-    of one kind: two floats, or two tensors.
+    Both betas must be of one kind, two floats or two tensors; its foreach
+    kernels take tensors (as they take a tensor ``lr``) only when capturable.
     """
-    refuse_with_foreach = bool(foreach) and not capturable
-    if isinstance(lr, Tensor) and refuse_with_foreach:
-        raise ValueError("lr as a Tensor is not supported for capturable=False and foreach=True")
-    if not isinstance(betas, (tuple, list)) or len(betas) != 2:
-        return  # check_betas words this one
     if not (all(isinstance(b, float) for b in betas) or all(isinstance(b, Tensor) for b in betas)):
         raise ValueError(
             f"Invalid betas: {betas!r}; betas must be either both floats or both Tensors"
         )
     for index, beta in enumerate(betas):
-        if isinstance(beta, Tensor) and refuse_with_foreach:
+        if isinstance(beta, Tensor) and refuse_tensors:
             raise ValueError(
                 f"betas[{index}] as a Tensor is not supported for capturable=False and foreach=True"
             )

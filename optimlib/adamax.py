@@ -39,7 +39,7 @@ def adamax_for_loop(
     ):
         direction = descent_direction(param, grad, weight_decay=weight_decay, maximize=maximize)
         update_average(exp_avg, direction, decay=beta1)
-        update_maximum(exp_inf.mul_(beta2), direction.abs() + eps)
+        update_maximum(exp_inf.mul_(beta2), direction.abs().add_(eps))
         param.addcdiv_(exp_avg, exp_inf, value=-lr / bias_correction(beta1, step))
 
 

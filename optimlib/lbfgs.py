@@ -151,7 +151,7 @@ class LBFGS(Optimizer):
             )
         self._check_single_group()
         group = self.param_groups[0]
-        self.check_group(group, self._params)  # the base class's checks (complex, ...)
+        self.check_group(group, self._params)  # the base class's checks (fused, sparse, ...)
         lr = to_scalar(group["lr"])
         maximize = group["maximize"]
         state = self.state[self._params[0]]

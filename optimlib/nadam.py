@@ -11,6 +11,7 @@ from optimlib._functional import (
     bias_correction,
     foreach_regularized_direction,
     foreach_update_moments,
+    overwritable,
     regularized_direction,
     update_moments,
 )
@@ -71,7 +72,8 @@ def nadam_for_loop(
             mu_products[i], lr=lr, beta1=beta1, momentum_decay=momentum_decay, step=step
         )
         update_moments(exp_avgs[i], exp_avg_sqs[i], direction, beta1=beta1, beta2=beta2)
-        denominator = exp_avg_sqs[i].div(bias_correction(beta2, step)).sqrt() + eps
+        denominator = overwritable(exp_avg_sqs[i].div(bias_correction(beta2, step)).sqrt())
+        denominator.add_(eps)
         param.addcdiv_(direction, denominator, value=gradient_weight)
         param.addcdiv_(exp_avgs[i], denominator, value=momentum_weight)
 

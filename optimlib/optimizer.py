@@ -43,7 +43,7 @@ from torch import Tensor
 
 from optimlib._foreach import group_by_device_and_dtype, use_foreach
 from optimlib._functional import new_counter, scalar_dtype
-from optimlib._validation import check_foreach, check_implemented, check_params
+from optimlib._validation import check_bool, check_foreach, check_implemented, check_params
 
 ParamsT = Iterable[Tensor] | Iterable[dict[str, Any]]
 #: An update implementation: ``(params, grads, *state_lists, **hyperparameters)``.
@@ -166,6 +166,9 @@ class Optimizer(torch.optim.Optimizer):
     sparse_gradient_error: ClassVar[str | None] = None
     #: Whether every parameter's state is created at construction, as torch.optim.Adagrad does.
     creates_state_eagerly: ClassVar[bool] = False
+    #: Hyperparameters a differentiable step may differentiate through, when given
+    #: as tensors that require grad (the update then avoids number-only arguments).
+    learnable_hyperparameters: ClassVar[tuple[str, ...]] = ("weight_decay",)
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -180,6 +183,8 @@ class Optimizer(torch.optim.Optimizer):
     def __init__(self, params: ParamsT, defaults: dict[str, Any]) -> None:
         check_foreach(defaults.get("foreach"))
         check_implemented(type(self).__name__, defaults)
+        if "differentiable" in defaults:
+            check_bool("differentiable", defaults["differentiable"])
         if defaults.get("foreach") and self.for_loop_update and not self.foreach_update:
             raise ValueError(
                 f"Invalid foreach=True: optimlib.{type(self).__name__} has no foreach "
@@ -260,14 +265,48 @@ class Optimizer(torch.optim.Optimizer):
                 self.sparse_gradient_error
                 or f"{type(self).__name__} does not support sparse gradients"
             )
+        if not self.supports_complex and any(
+            p.is_complex() and p.grad is not None and p.grad.is_sparse for p in params
+        ):
+            raise RuntimeError(
+                f"optimlib.{type(self).__name__} does not support sparse gradients of complex "
+                "parameters: it updates a complex parameter as real pairs, and torch.optim "
+                "squares a sparse gradient's complex values instead; use a dense gradient"
+            )
+        if self.defaults.get("differentiable"):
+            self._check_differentiable_group(group, params)
+
+    def _check_differentiable_group(self, group: dict[str, Any], params: list[Tensor]) -> None:
+        if any(p.is_leaf and p.requires_grad for p in params):
+            raise RuntimeError(
+                "a leaf Variable that requires grad is being used in an in-place operation: "
+                "differentiable=True updates the parameters in place, with autograd "
+                "recording, so optimize non-leaf tensors (param.clone(), say)"
+            )
+        for name, value in group.items():
+            values = value if isinstance(value, tuple) else (value,)
+            learned = any(isinstance(v, Tensor) and v.requires_grad for v in values)
+            if learned and name not in self.learnable_hyperparameters:
+                allowed = ", ".join(self.learnable_hyperparameters) or "none"
+                raise TypeError(
+                    f"Invalid {name}: optimlib.{type(self).__name__} cannot differentiate "
+                    f"through {name} (a tensor that requires grad); it can through: {allowed}"
+                )
 
     def step_values(self) -> dict[str, Any]:
         """Values drawn once per step and given to every group's update (none by default)."""
         return {}
 
     def hyperparameters(self, group: dict[str, Any], update: UpdateFn) -> dict[str, Any]:
-        """The keyword arguments of ``update``, read from ``group`` under the same names."""
-        return {name: to_scalar(group[name]) for name in _keyword_names(update)}
+        """The keyword arguments of ``update``, read from ``group`` under the same names.
+
+        Outside a differentiable step, a tensor that requires grad is detached:
+        it is just a number there, and kernels refuse it otherwise.
+        """
+        values = {name: to_scalar(group[name]) for name in _keyword_names(update)}
+        if not torch.is_grad_enabled():
+            values = {name: _detached(value) for name, value in values.items()}
+        return values
 
     def update_group(
         self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor], *, foreach: bool
@@ -390,6 +429,14 @@ class Optimizer(torch.optim.Optimizer):
             for key in keys:
                 if isinstance(state.get(key), Tensor):
                     state[key] = state[key].to(scalar_dtype())
+
+
+def _detached(value: Any) -> Any:
+    if isinstance(value, Tensor) and value.requires_grad:
+        return value.detach()
+    if isinstance(value, tuple):
+        return tuple(_detached(element) for element in value)
+    return value
 
 
 def _has_duplicates(params: list[Tensor]) -> bool:

@@ -12,6 +12,7 @@ from optimlib._functional import (
     bias_correction,
     foreach_regularized_direction,
     foreach_update_moments,
+    overwritable,
     regularized_direction,
     update_moments,
 )
@@ -66,7 +67,9 @@ def radam_for_loop(
         if rectifier is None:
             param.add_(update * lr, alpha=-1.0)
         else:
-            adaptive = bias_correction(beta2, step) ** 0.5 / (exp_avg_sqs[i].sqrt() + eps)
+            adaptive = bias_correction(beta2, step) ** 0.5 / overwritable(
+                exp_avg_sqs[i].sqrt()
+            ).add_(eps)
             param.add_(update * lr * adaptive * rectifier, alpha=-1.0)
 
 
@@ -133,6 +136,7 @@ class RAdam(Optimizer):
     automatic warm-up. State: ``step``, ``exp_avg`` and ``exp_avg_sq``.
     """
 
+    learnable_hyperparameters = ("lr", "weight_decay")
     state_spec = spec(exp_avg=zeros(), exp_avg_sq=zeros(), step=counter())
     for_loop_update, foreach_update = radam_for_loop, radam_foreach
 

@@ -11,6 +11,7 @@ from optimlib._functional import (
     foreach_descent_direction,
     foreach_update_average,
     foreach_update_square_average,
+    overwritable,
     update_average,
     update_square_average,
 )
@@ -49,10 +50,10 @@ def rmsprop_for_loop(
         update_square_average(square_avgs[i], direction, decay=alpha)
         if centered:
             update_average(grad_avgs[i], direction, decay=alpha)
-            variance = square_avgs[i].addcmul(grad_avgs[i], grad_avgs[i], value=-1)
+            rms = square_avgs[i].addcmul(grad_avgs[i], grad_avgs[i], value=-1).sqrt_()
         else:
-            variance = square_avgs[i]
-        rms = variance.sqrt() + eps
+            rms = square_avgs[i].sqrt()
+        rms = overwritable(rms).add_(eps)
         if momentum > 0:
             momentum_buffers[i].mul_(momentum).addcdiv_(direction, rms)
             param.add_(momentum_buffers[i], alpha=-lr)

@@ -132,6 +132,7 @@ class SGD(Optimizer):
 
     supports_complex = True
     supports_sparse = True
+    learnable_hyperparameters = ("lr", "weight_decay")
     state_spec = spec(momentum_buffer=created_by_update(when="momentum"))
     for_loop_update, foreach_update = sgd_for_loop, sgd_foreach
 

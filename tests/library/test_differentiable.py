@@ -278,3 +278,77 @@ def test_foreach_with_differentiable_runs_the_for_loop(info):
     torch.testing.assert_close(multi, ordinary, rtol=1e-12, atol=1e-14)
     torch.testing.assert_close(multi, loop, rtol=0, atol=0)
     torch.testing.assert_close(multi_grad, loop_grad, rtol=0, atol=0)
+
+
+def _snapshot(optimizer) -> list[Tensor]:
+    values = [p.detach().clone() for g in optimizer.param_groups for p in g["params"]]
+    for state in optimizer.state.values():
+        values += [v.detach().clone() for v in state.values() if isinstance(v, Tensor)]
+    return values
+
+
+def _unchanged(before: list[Tensor], optimizer) -> bool:
+    after = _snapshot(optimizer)
+    return len(before) == len(after) and all(torch.equal(a, b) for a, b in zip(before, after, strict=True))
+
+
+@pytest.mark.parametrize("info", DIFFERENTIABLE, ids=lambda info: info.name)
+def test_a_differentiable_step_that_cannot_run_changes_nothing(info):
+    """A leaf parameter (autograd refuses to change it in place), or a hyperparameter
+    the update cannot differentiate through, is refused before any group moves."""
+    config = _clone(max(info.configs, key=len))
+    first = torch.linspace(-1, 1, SIZE, dtype=torch.float64, requires_grad=True).clone()
+    leaf = torch.linspace(0, 1, SIZE, dtype=torch.float64, requires_grad=True)
+    optimizer = info.ours([{"params": [first]}, {"params": [leaf]}], **config, differentiable=True)
+    for param in (first, leaf):
+        param.grad = torch.ones(SIZE, dtype=torch.float64)
+    before = _snapshot(optimizer)
+    with pytest.raises(RuntimeError, match="leaf Variable that requires grad"):
+        optimizer.step()
+    assert _unchanged(before, optimizer)
+
+    not_learnable = [
+        name
+        for name in ("lr", "betas", "momentum", "alpha", "rho", "lr_decay", "lambd", "etas")
+        if name in inspect.signature(info.ours).parameters
+        and name not in info.ours.learnable_hyperparameters
+    ]
+    for name in not_learnable:
+        optimizer = info.ours([first], **config, differentiable=True)
+        value = optimizer.param_groups[0][name]
+        optimizer.param_groups[0][name] = (
+            tuple(torch.tensor(float(v), requires_grad=True) for v in value)
+            if isinstance(value, tuple)
+            else torch.tensor(float(value), requires_grad=True)
+        )
+        before = _snapshot(optimizer)
+        with pytest.raises(TypeError, match=rf"cannot differentiate through {name}"):
+            optimizer.step()
+        assert _unchanged(before, optimizer)
+
+
+@pytest.mark.parametrize("value", ["False", 2, None])
+def test_differentiable_is_a_switch(value):
+    with pytest.raises(TypeError, match="Invalid differentiable"):
+        DIFFERENTIABLE[0].ours([torch.zeros(2, requires_grad=True)], differentiable=value)
+
+
+@pytest.mark.parametrize("info", DIFFERENTIABLE, ids=lambda info: info.name)
+def test_an_ordinary_step_with_tensors_that_require_grad_is_the_plain_one(info):
+    """Outside a differentiable step, a hyperparameter that requires grad is just a number."""
+    config = max(info.configs, key=len)
+    runs = []
+    for requires_grad in (False, True):
+        weight = torch.linspace(-1, 1, SIZE, dtype=torch.float64, requires_grad=True)
+        options = {
+            k: torch.tensor(float(v), dtype=torch.float64, requires_grad=requires_grad)
+            if k == "weight_decay" and v
+            else v
+            for k, v in _clone(config).items()
+        }
+        optimizer = info.ours([weight], **options)
+        for _ in range(5):
+            weight.grad = torch.cos(weight.detach())
+            optimizer.step()
+        runs.append(weight.detach())
+    torch.testing.assert_close(runs[0], runs[1], rtol=0, atol=0)
