@@ -289,7 +289,9 @@ def _snapshot(optimizer) -> list[Tensor]:
 
 def _unchanged(before: list[Tensor], optimizer) -> bool:
     after = _snapshot(optimizer)
-    return len(before) == len(after) and all(torch.equal(a, b) for a, b in zip(before, after, strict=True))
+    return len(before) == len(after) and all(
+        torch.equal(a, b) for a, b in zip(before, after, strict=True)
+    )
 
 
 @pytest.mark.parametrize("info", DIFFERENTIABLE, ids=lambda info: info.name)
