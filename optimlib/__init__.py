@@ -13,7 +13,12 @@ imports.
 
 # "X as X" marks each name as a public re-export for type checkers (PEP 484),
 # so that adding an optimizer adds one line here.
-from optimlib import lr_scheduler as lr_scheduler, optimizer as optimizer, testing as testing
+from optimlib import (
+    lr_scheduler as lr_scheduler,
+    optimizer as optimizer,
+    swa_utils as swa_utils,
+    testing as testing,
+)
 from optimlib.adadelta import Adadelta as Adadelta
 from optimlib.adagrad import Adagrad as Adagrad
 from optimlib.adam import Adam as Adam, AdamW as AdamW
@@ -27,6 +32,7 @@ from optimlib.radam import RAdam as RAdam
 from optimlib.random_scale_sgd import RandomScaleSGD as RandomScaleSGD
 from optimlib.rmsprop import RMSprop as RMSprop
 from optimlib.rprop import Rprop as Rprop
+from optimlib.schedule_free import ScheduleFreeAdamW as ScheduleFreeAdamW
 from optimlib.sgd import SGD as SGD
 
 __version__ = "0.1.0"
