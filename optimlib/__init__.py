@@ -34,5 +34,6 @@ from optimlib.rmsprop import RMSprop as RMSprop
 from optimlib.rprop import Rprop as Rprop
 from optimlib.schedule_free import ScheduleFreeAdamW as ScheduleFreeAdamW
 from optimlib.sgd import SGD as SGD
+from optimlib.sparse_adam import SparseAdam as SparseAdam
 
 __version__ = "0.1.0"

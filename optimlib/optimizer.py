@@ -389,6 +389,11 @@ class Optimizer(torch.optim.Optimizer):
             states.append(state)
         return states
 
+    def __getstate__(self) -> dict[str, Any]:
+        # torch keeps defaults, state and param_groups; a copy also needs the
+        # option names, or _upgrade_loaded_state would give it torch's extras.
+        return {**super().__getstate__(), "_option_names": self._option_names}
+
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
         self._upgrade_loaded_state()

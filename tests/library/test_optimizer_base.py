@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import pickle
 import subprocess
 import sys
 
@@ -225,3 +226,15 @@ def test_plain_sgd_creates_no_state_and_hyperparameters_come_from_the_group():
         "nesterov": False,
         "maximize": False,
     }
+
+
+@pytest.mark.parametrize("how", ["deepcopy", "pickle"])
+def test_a_copy_keeps_torchs_group_keys(how):
+    """torch's __setstate__ adds "differentiable" to defaults; L-BFGS has no such option."""
+    weight = torch.zeros(2, requires_grad=True)
+    for ours, theirs in ((optimlib.LBFGS, torch.optim.LBFGS), (optimlib.Adam, torch.optim.Adam)):
+        optimizer = ours([weight])
+        twin = (
+            copy.deepcopy(optimizer) if how == "deepcopy" else pickle.loads(pickle.dumps(optimizer))
+        )
+        assert twin.param_groups[0].keys() == theirs([weight]).param_groups[0].keys()
