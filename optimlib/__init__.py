@@ -20,6 +20,7 @@ from optimlib import (
     testing as testing,
 )
 from optimlib.adadelta import Adadelta as Adadelta
+from optimlib.adafactor import Adafactor as Adafactor
 from optimlib.adagrad import Adagrad as Adagrad
 from optimlib.adam import Adam as Adam, AdamW as AdamW
 from optimlib.adamax import Adamax as Adamax
@@ -27,6 +28,11 @@ from optimlib.asgd import ASGD as ASGD
 from optimlib.device import available_devices as available_devices, default_device as default_device
 from optimlib.lbfgs import LBFGS as LBFGS
 from optimlib.lion import Lion as Lion
+from optimlib.muon import (
+    Muon as Muon,
+    MuonAndAdamW as MuonAndAdamW,
+    muon_and_adamw as muon_and_adamw,
+)
 from optimlib.nadam import NAdam as NAdam
 from optimlib.radam import RAdam as RAdam
 from optimlib.random_scale_sgd import RandomScaleSGD as RandomScaleSGD

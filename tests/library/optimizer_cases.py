@@ -17,6 +17,7 @@ import pytest
 import torch
 
 import optimlib
+from optimlib.adafactor import Adafactor
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,9 @@ class OptimizerInfo:
     #: ASGD and Rprop branch in Python on values read from their state, which
     #: Dynamo handles with a graph break.
     compiles_fullgraph: bool = True
+    #: Whether torch.optim takes complex parameters (as real pairs); where it
+    #: refuses them (Adafactor), optimlib must refuse them with torch's error.
+    supports_complex: bool = True
     #: Whether torch's foreach path agrees with torch's own for-loop for a config.
     #: optimlib's paths are both held to torch's for-loop, the reference; where
     #: torch's two paths differ, its foreach is not used as an oracle.
@@ -356,6 +360,40 @@ RPROP_INFO = OptimizerInfo(
     compiles_fullgraph=False,
 )
 
+ADAFACTOR_INFO = OptimizerInfo(
+    ours=Adafactor,
+    theirs=torch.optim.Adafactor,
+    configs=(
+        {},
+        {"lr": 0.5},  # the relative step 1/sqrt(t) takes over from step 5 on
+        {"beta2_decay": -0.5, "eps": (1e-30, 1e-3), "d": 2.0},
+        {"eps": (0.5, 1e-3)},  # epsilon1 large enough to clamp the estimates
+        {"eps": (None, 2.0), "d": 10.0},  # epsilon2 above the parameters' RMS
+        {"lr": 0.02, "weight_decay": 0.1, "maximize": True},
+        {"lr": torch.tensor(0.02), "weight_decay": 0.05, "beta2_decay": 0.0},
+    ),
+    group_overrides={"lr": 0.05, "beta2_decay": -0.6, "d": 1.5},
+    bad_arguments=(
+        ({"lr": -1e-3}, ValueError, r"^Learning rate should be >= 0 but is: -0\.001$"),
+        ({"lr": float("nan")}, ValueError, r"^Learning rate should be >= 0 but is: nan$"),
+        ({"lr": "big"}, TypeError, r"Invalid lr: expected a number, got str"),
+        ({"lr": torch.tensor([0.1, 0.2])}, ValueError, r"^Tensor lr must be 1-element$"),
+        ({"beta2_decay": 0.5}, ValueError, r"^beta2_decay should be <= 0 but is: 0\.5$"),
+        ({"eps": (-1e-30, 1e-3)}, ValueError, r"^epsilon1 should be >= 0 but is: -1e-30$"),
+        ({"eps": (None, -1e-3)}, ValueError, r"^epsilon2 should be >= 0 but is: -0\.001$"),
+        ({"eps": 1e-3}, TypeError, r"Invalid eps: expected a pair"),
+        ({"d": 0.5}, ValueError, r"^Clipping threshold d should be >= 1 but is: 0\.5$"),
+        ({"weight_decay": -0.1}, ValueError, r"^weight_decay should be >= 0 but is: -0\.1$"),
+        ({"foreach": "yes"}, TypeError, r"Invalid foreach: 'yes'"),
+        ({"maximize": "no"}, TypeError, r"Invalid maximize"),
+        # torch.optim.Adafactor has neither option.
+        ({"fused": True}, TypeError, r"unexpected keyword argument 'fused'"),
+        ({"differentiable": True}, TypeError, r"unexpected keyword argument 'differentiable'"),
+    ),
+    unimplemented=(),
+    supports_complex=False,
+)
+
 OPTIMIZERS = (
     SGD_INFO,
     ADAGRAD_INFO,
@@ -368,6 +406,7 @@ OPTIMIZERS = (
     RADAM_INFO,
     ASGD_INFO,
     RPROP_INFO,
+    ADAFACTOR_INFO,
 )
 
 

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 import optimlib
-from tests.library.optimizer_cases import all_configs
+from tests.library.optimizer_cases import OPTIMIZERS, all_configs
 
 STEPS = 20
 SHAPES = ((3, 2), (4,), ())
@@ -97,6 +97,7 @@ def _complex_configs() -> list:
         pytest.param(info.ours, info.theirs, config, id=param.id)
         for param in all_configs()
         for info, config in [param.values]
+        if info.supports_complex
     ] + lbfgs
 
 
@@ -110,3 +111,43 @@ def test_complex_parameters_match_torch_and_real_pairs(ours, theirs, config, for
     _assert_same(params, optimizer, reference, reference_optimizer)
     pairs, pairs_optimizer = _run(ours, config, as_real_pairs=True, foreach=foreach)
     _assert_same(params, optimizer, pairs, pairs_optimizer, real_b=True)
+
+
+@pytest.mark.parametrize("foreach", [False, True], ids=["for-loop", "foreach"])
+@pytest.mark.parametrize(
+    "info", [i for i in OPTIMIZERS if not i.supports_complex], ids=lambda info: info.name
+)
+def test_complex_parameters_are_refused_where_torch_refuses_them(info, foreach):
+    """With torch's error, at the step, before any parameter or state changes.
+
+    torch.optim updates the groups before the one holding the complex
+    parameter; optimlib checks every group first.
+    """
+    messages = []
+    for cls in (info.ours, info.theirs):
+        real, number = torch.ones(3, requires_grad=True), torch.ones(2, dtype=torch.complex64)
+        number.requires_grad_()
+        optimizer = cls([{"params": [real]}, {"params": [number]}], **_clone(info.configs[0]))
+        if cls is info.ours:
+            optimizer.param_groups[0]["foreach"] = optimizer.param_groups[1]["foreach"] = foreach
+        real.grad, number.grad = torch.ones(3), torch.ones(2, dtype=torch.complex64)
+        with pytest.raises(RuntimeError) as refusal:
+            optimizer.step()
+        messages.append(str(refusal.value))
+        if cls is info.ours:
+            assert torch.equal(real.detach(), torch.ones(3))
+            assert torch.equal(number.detach(), torch.ones(2, dtype=torch.complex64))
+            assert not optimizer.state
+    assert messages[0] == messages[1]
+
+
+def test_a_sparse_gradient_of_a_complex_parameter_is_refused_before_anything_changes():
+    """torch.optim.Adagrad squares such a gradient's complex values, unlike its dense update."""
+    weight = torch.randn(4, 2, dtype=torch.complex128, requires_grad=True)
+    optimizer = optimlib.Adagrad([weight], lr=0.1)
+    weight.grad = torch.ones_like(weight).to_sparse()
+    before = weight.detach().clone()
+    with pytest.raises(RuntimeError, match="sparse gradients of complex parameters"):
+        optimizer.step()
+    assert torch.equal(weight.detach(), before)
+    assert all(torch.equal(s["sum"], torch.zeros_like(s["sum"])) for s in optimizer.state.values())
