@@ -103,7 +103,7 @@ class SparseAdam(Optimizer):
     before the bias correction of :math:`v`, as in torch.optim.
 
     A dense gradient is refused at step time, and sparse or complex
-    parameters at construction (and in :meth:`add_param_group`, where
+    parameters at construction (and in ``add_param_group``, where
     torch.optim would update a complex parameter into nonsense), each with
     torch.optim's message. State: ``step`` (a Python int, as torch.optim keeps
     it), ``exp_avg`` (:math:`m`) and ``exp_avg_sq`` (:math:`v`).
