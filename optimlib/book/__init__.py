@@ -3,8 +3,9 @@
 Objective functions to optimize (:mod:`~optimlib.book.functions`), runs recorded
 as trajectories (:mod:`~optimlib.book.trajectory`), plots
 (:mod:`~optimlib.book.plotting`), the teaching optimizers of Chapters 2 and 7
-(:mod:`~optimlib.book.teaching`) and the parity check the chapters run against
-``torch.optim`` (:mod:`~optimlib.book.comparison`).
+(:mod:`~optimlib.book.teaching`), the parity check the chapters run against
+``torch.optim`` (:mod:`~optimlib.book.comparison`), and CIFAR-10 with its
+offline stand-in (:mod:`~optimlib.book.data`).
 
 The plots need matplotlib and numpy, installed with the ``book`` extra::
 

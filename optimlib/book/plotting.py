@@ -19,6 +19,7 @@ from torch.optim import Optimizer
 
 from optimlib.book.functions import Objective
 from optimlib.book.trajectory import Trajectory
+from optimlib.lr_range import LRRangeResult
 
 Curve = Sequence[float] | Tensor | np.ndarray
 
@@ -161,3 +162,73 @@ def plot_schedules(
 
     curves = {label: learning_rates(make, steps, lr) for label, make in schedules.items()}
     return plot_losses(curves, ax=ax, log_scale=log_scale, ylabel="learning rate")
+
+
+def plot_lr_range(
+    result: LRRangeResult,
+    ax: Axes | None = None,
+    *,
+    log_scale: bool = False,
+) -> Axes:
+    """Draw an LR range test (:func:`optimlib.lr_range.lr_range_test`) against a log lr axis.
+
+    The per-batch losses are a thin line, their smoothed average a thick one;
+    a dashed vertical line marks the suggested lr (a tenth of the lr at the
+    smoothed minimum, itself a round marker) and a triangle the steepest
+    descent. The loss axis frames the curves up to the smoothed minimum, with
+    room above, so that the diverging last batches (which leave through the
+    top) do not flatten the rest; ``log_scale`` makes it logarithmic.
+    """
+    ax = ax if ax is not None else plt.figure().add_subplot()
+    lrs = np.asarray(result.lrs, dtype=np.float64)
+    losses = np.asarray(result.losses, dtype=np.float64)
+    smoothed = np.asarray(result.smoothed, dtype=np.float64)
+    ax.plot(lrs, losses, color="tab:blue", alpha=0.45, linewidth=1.0, label="batch loss")
+    ax.plot(lrs, smoothed, color="tab:blue", linewidth=2.2, label="smoothed loss")
+
+    def smoothed_at(lr: float) -> float:
+        return float(smoothed[int(np.argmin(np.abs(np.log(lrs) - np.log(lr))))])
+
+    ax.plot(
+        [result.minimum_lr],
+        [smoothed_at(result.minimum_lr)],
+        linestyle="none",
+        marker="o",
+        markersize=8,
+        color="tab:red",
+        label=rf"minimum, $\eta$ = {result.minimum_lr:.2g}",
+    )
+    ax.plot(
+        [result.steepest_lr],
+        [smoothed_at(result.steepest_lr)],
+        linestyle="none",
+        marker="v",
+        markersize=9,
+        color="tab:green",
+        label=rf"steepest descent, $\eta$ = {result.steepest_lr:.2g}",
+    )
+    ax.axvline(
+        result.suggested_lr,
+        color="tab:red",
+        linestyle="--",
+        linewidth=1.5,
+        label=rf"suggested $\eta$ = {result.suggested_lr:.2g} (minimum / 10)",
+    )
+    ax.set_xscale("log")
+    if log_scale:
+        ax.set_yscale("log")
+    if np.isfinite(smoothed).any():
+        # Frame the curve up to its minimum; the diverging tail leaves through the top.
+        lowest = int(np.nanargmin(np.where(np.isfinite(smoothed), smoothed, np.nan)))
+        shown = np.concatenate([losses[: lowest + 1], smoothed[: lowest + 1]])
+        shown = shown[np.isfinite(shown) & (shown > 0 if log_scale else True)]
+        bottom, top = (float(shown.min()), float(shown.max())) if shown.size else (1.0, 1.0)
+        if log_scale:
+            ax.set_ylim(bottom / 1.3, top * 2.0)
+        else:
+            span = top - bottom if top > bottom else abs(top) + 1.0
+            ax.set_ylim(bottom - 0.05 * span, top + 0.35 * span)
+    ax.set_xlabel(r"learning rate $\eta$ (log scale)")
+    ax.set_ylabel("loss")
+    ax.legend(loc="best", fontsize="small")
+    return ax

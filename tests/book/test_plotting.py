@@ -13,7 +13,8 @@ from matplotlib.contour import ContourSet
 import optimlib
 from optimlib.book import follow
 from optimlib.book.functions import Quadratic, Rosenbrock
-from optimlib.book.plotting import plot_contours, plot_losses
+from optimlib.book.plotting import plot_contours, plot_losses, plot_lr_range
+from optimlib.lr_range import LRRangeResult
 
 
 def _lines_by_label(ax):
@@ -109,3 +110,18 @@ def test_schedules_are_drawn_side_by_side_with_their_values():
     np.testing.assert_allclose(lines["constant"].get_ydata(), [0.2] * 6)
     assert learning_rates(schedules["step"], 5, lr=0.2)[-1] == 0.05
     assert ax.get_ylabel() == "learning rate" and ax.get_yscale() == "linear"
+
+
+def test_lr_range_plot_shows_raw_smoothed_and_the_suggestion():
+    lrs = [1e-4 * 10 ** (k / 4) for k in range(13)]
+    losses = [2.3, 2.3, 2.2, 2.0, 1.7, 1.3, 1.0, 0.9, 0.85, 0.9, 1.4, 4.0, 50.0]
+    smoothed = [2.3, 2.3, 2.25, 2.1, 1.9, 1.6, 1.3, 1.1, 1.0, 0.98, 1.1, 2.0, 9.0]
+    result = LRRangeResult(lrs, losses, smoothed, True, lrs[9], lrs[5], lrs[9] / 10)
+    ax = plot_lr_range(result)
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    assert ax.get_xscale() == "log"
+    assert list(lines["batch loss"].get_ydata()) == losses
+    assert list(lines["smoothed loss"].get_ydata()) == smoothed
+    (suggested,) = [label for label in lines if label.startswith("suggested")]
+    assert list(lines[suggested].get_xdata()) == [lrs[9] / 10] * 2
+    assert ax.get_ylim()[1] < 50.0  # the diverging tail does not set the scale
