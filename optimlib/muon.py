@@ -1,7 +1,7 @@
 r"""Muon: momentum whose update matrix is orthogonalized (Jordan et al., 2024).
 
 Two parts: :class:`Muon`, a drop-in twin of :class:`torch.optim.Muon` that
-also works on FSDP2's sharded parameters, and :func:`muon_and_adamw`, which
+also works on FSDP2's sharded parameters, and :func:`~optimlib.muon.muon_and_adamw`, which
 splits a model's parameters between Muon (the hidden weight matrices) and
 AdamW (everything else), as Muon is meant to be used.
 """
@@ -98,7 +98,7 @@ def orthogonalized_update(
     ns_steps: int,
     eps: float,
 ) -> Tensor:
-    """:func:`orthogonalize` applied to a parameter's update direction, shaped like the parameter.
+    """``orthogonalize`` applied to a parameter's update direction, shaped like the parameter.
 
     A convolution kernel (``flatten``) is orthogonalized as the matrix
     (out_channels, in_channels * kernel size) and reshaped back. A parameter
@@ -168,7 +168,7 @@ class Muon(Optimizer):
 
     MomentUm Orthogonalized by Newton-Schulz, for the 2-D weight matrices of
     a network's hidden layers; embeddings, the output head, biases and norm
-    weights belong to another optimizer (see :func:`muon_and_adamw`). Each
+    weights belong to another optimizer (see :func:`~optimlib.muon.muon_and_adamw`). Each
     step, for a gradient :math:`G_t` of shape :math:`A \times B`:
 
     .. math::
@@ -188,13 +188,13 @@ class Muon(Optimizer):
     gradients of norm near zero.
 
     :math:`\mathrm{NS}_k^{(a,b,c)}` is ``ns_steps`` = :math:`k` steps of the
-    Newton-Schulz iteration in bfloat16 (:func:`orthogonalize`): every
+    Newton-Schulz iteration in bfloat16 (``orthogonalize``): every
     singular value of the update moves to about 1, so that the step moves
     the weights by the same amount in every direction of the matrix,
     however unevenly the gradient is spread over them. The weight decay is
     decoupled and uses the learning rate :math:`\gamma` itself; the
     orthogonalized update uses :math:`\gamma'`, the rate adjusted to the
-    matrix's shape by ``adjust_lr_fn`` (:func:`adjusted_lr`). State:
+    matrix's shape by ``adjust_lr_fn`` (``adjusted_lr``). State:
     ``momentum_buffer`` (:math:`B`).
 
     Beyond torch.optim.Muon:

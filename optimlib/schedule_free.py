@@ -150,7 +150,7 @@ class ScheduleFreeAdamW(Optimizer):
 
     The optimizer starts in train mode (at the start :math:`x = y = z`). The
     mode is kept in each parameter group (``"train_mode"``), so
-    :meth:`state_dict` saves it and :meth:`load_state_dict` restores it: load
+    ``state_dict()`` saves it and ``load_state_dict()`` restores it: load
     the model's parameters saved at the same moment, and the run continues
     exactly. Switching is exact up to rounding: a train-eval-train round trip
     changes :math:`y` by about one unit in the last place of :math:`z/\beta_1`,
@@ -158,7 +158,7 @@ class ScheduleFreeAdamW(Optimizer):
 
     **BatchNorm.** Running statistics gathered during training describe the
     activations at :math:`y`, not at :math:`x`; recompute them at :math:`x`
-    with :func:`update_bn` before evaluating.
+    with :func:`~optimlib.schedule_free.update_bn` before evaluating.
 
     **Clock.** Each group keeps its step count ``"k"``, the largest
     :math:`\gamma_t` so far ``"lr_max"``, the sum of weights
@@ -236,7 +236,7 @@ class ScheduleFreeAdamW(Optimizer):
     def eval(self) -> None:
         r"""Eval mode: the parameters hold the average :math:`x`, to evaluate or save.
 
-        Does nothing in eval mode already. :meth:`step` refuses to run until
+        Does nothing in eval mode already. ``step()`` refuses to run until
         :meth:`train` is called.
         """
         for group in self.param_groups:

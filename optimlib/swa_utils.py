@@ -220,7 +220,7 @@ class AveragedModel(Module):
             update; :func:`update_bn` then recomputes BatchNorm's statistics
             for the averaged weights.
 
-    The averaging functions are not saved in :meth:`state_dict`, which holds
+    The averaging functions are not saved in ``state_dict()``, which holds
     ``n_averaged`` and the copy's entries under ``module.``, as torch's.
 
     Example::
@@ -353,7 +353,7 @@ class SWALR(LRScheduler):
     The schedule Stochastic Weight Averaging averages under (Izmailov et al.,
     2018, https://arxiv.org/abs/1803.05407; see :class:`AveragedModel`): from
     the rate :math:`\gamma_0` a group has when SWA starts, after :math:`t`
-    calls of :meth:`step`,
+    calls of ``step()``,
 
     .. math::
 

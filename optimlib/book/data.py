@@ -8,7 +8,7 @@ One switch, ``source``, picks where the images come from:
     ``torchvision.datasets.CIFAR10`` from ``root`` (downloaded there, about
     170 MB, with ``download=True``). Each image becomes a float tensor in
     [0, 1] (``ToTensor``), then is normalized per channel with the training
-    set's mean and standard deviation (:data:`CIFAR10_MEAN`, :data:`CIFAR10_STD`).
+    set's mean and standard deviation (``CIFAR10_MEAN``, ``CIFAR10_STD``).
 
 ``"standin"``
     A stand-in that needs no download and trains in seconds on a CPU: the
