@@ -42,3 +42,17 @@ def _device_params() -> list:
 def device(request: pytest.FixtureRequest) -> torch.device:
     """Every device present: the CPU always, each CUDA device when there is one."""
     return request.param
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op thread for a module of tiny matrix products (Muon's Newton-Schulz).
+
+    Each product is microseconds of work; on a busy two-core machine a second
+    thread makes every one of them wait for it, forty times slower. Results do
+    not depend on it.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

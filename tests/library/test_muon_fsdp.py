@@ -58,18 +58,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
 }
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One intra-op thread for the single-process runs (the workers set theirs).
-
-    Each Newton-Schulz step is a few products of matrices of a handful of rows,
-    microseconds of work each; on a busy two-core machine a second thread makes
-    every one of them wait for it, forty times slower. Results do not depend on it.
-    """
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def mlp() -> nn.Module:
