@@ -20,6 +20,7 @@ from optimlib._functional import decay_weights, update_average
 from optimlib._validation import _as_number, check_bool, check_integer, check_non_negative
 from optimlib.adam import AdamW
 from optimlib.optimizer import Optimizer, ParamsT, UpdateFn, defaults_from, spec, zeros
+from optimlib.param_groups import weight_decay_groups
 
 if TYPE_CHECKING:
     from torch.distributed.tensor import DTensor
@@ -441,6 +442,7 @@ def muon_and_adamw(
     flatten_convolutions: bool = False,
     head: nn.Module | str | None = AUTO,
     exclude: Iterable[str] = (),
+    exempt_from_decay: bool = False,
 ) -> MuonAndAdamW:
     """Muon for a model's hidden weight matrices, AdamW for the rest, as Muon is meant to run.
 
@@ -452,6 +454,12 @@ def muon_and_adamw(
     everything else. Groups hold ``(name, parameter)`` pairs, so each
     optimizer's ``param_groups`` show which parameters it took.
     ``muon_kwargs`` and ``adamw_kwargs`` go to the two constructors.
+
+    With ``exempt_from_decay``, AdamW's parameters are split once more, by the
+    rules of :func:`optimlib.param_groups.weight_decay_groups`: the head's
+    weight keeps ``adamw_kwargs``' weight decay, and the biases, normalization
+    parameters and embeddings get a second group with ``weight_decay`` 0 (an
+    empty group is left out). Muon's matrices and kernels are all weights.
 
     Example::
 
@@ -465,6 +473,7 @@ def muon_and_adamw(
     Raises ``ValueError`` when either optimizer would get no parameter: build
     the other one directly then.
     """
+    check_bool("exempt_from_decay", exempt_from_decay)
     split = split_parameters(
         model, flatten_convolutions=flatten_convolutions, head=head, exclude=exclude
     )
@@ -483,7 +492,15 @@ def muon_and_adamw(
         muon_groups.append({"params": split.matrices})
     if split.kernels:
         muon_groups.append({"params": split.kernels, "flatten": True})
+    adamw_groups: list[dict[str, Any]] = [{"params": split.others}]
+    if exempt_from_decay:
+        decayed_ids = {id(p) for p in weight_decay_groups(model, 0.0)[0]["params"]}
+        decayed = [(n, p) for n, p in split.others if id(p) in decayed_ids]
+        exempt = [(n, p) for n, p in split.others if id(p) not in decayed_ids]
+        adamw_groups = [{"params": decayed}] if decayed else []
+        if exempt:
+            adamw_groups.append({"params": exempt, "weight_decay": 0.0})
     return MuonAndAdamW(
         Muon(muon_groups, **(muon_kwargs or {})),
-        AdamW([{"params": split.others}], **(adamw_kwargs or {})),
+        AdamW(adamw_groups, **(adamw_kwargs or {})),
     )

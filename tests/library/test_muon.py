@@ -659,6 +659,31 @@ def test_muon_and_adamw_builds_the_pair_with_the_groups_named(flatten_convolutio
     assert muon_ids | adamw_ids == everything and not muon_ids & adamw_ids
 
 
+def test_muon_and_adamw_can_exempt_adamws_biases_norms_and_embeddings_from_decay():
+    model = TinyLanguageModel()
+    pair = muon_and_adamw(
+        model,
+        flatten_convolutions=True,
+        adamw_kwargs={"weight_decay": 0.05},
+        exempt_from_decay=True,
+    )
+    decayed, exempt = pair.adamw.param_groups
+    assert decayed["param_names"] == ["lm_head.weight"] and decayed["weight_decay"] == 0.05
+    assert exempt["weight_decay"] == 0.0
+    assert sorted(exempt["param_names"]) == sorted(
+        ["embed.weight", "conv.bias", "hidden.bias", "norm.weight", "norm.bias"]
+    )
+    default = muon_and_adamw(TinyLanguageModel(), adamw_kwargs={"weight_decay": 0.05})
+    assert [g["weight_decay"] for g in default.adamw.param_groups] == [0.05]
+    tied = muon_and_adamw(TinyLanguageModel(tied=True), head=None, exempt_from_decay=True)
+    assert [g["param_names"] for g in tied.adamw.param_groups] == [
+        ["conv.weight"],  # not flattened for Muon, so AdamW's, and a weight
+        ["embed.weight", "conv.bias", "hidden.bias", "norm.weight", "norm.bias"],  # tied head
+    ]
+    with pytest.raises(TypeError, match="Invalid exempt_from_decay"):
+        muon_and_adamw(model, exempt_from_decay="yes")
+
+
 def test_muon_and_adamw_trains_as_torchs_muon_and_adamw_do():
     tokens = torch.randint(0, 11, (4, 5), generator=torch.Generator().manual_seed(7))
     runs = []
