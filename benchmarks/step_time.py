@@ -6,11 +6,18 @@ implementation takes steps on its own copy. Rounds interleave the
 implementations, so a slow moment of the machine hits all of them alike, and
 the median over rounds is reported with the ratio optimlib / torch.optim.
 
+Each case runs every implementation both libraries have: the for-loop, the
+foreach path and, for the four algorithms with torch fused kernels (SGD, Adam,
+AdamW, Adagrad), ``fused=True``. "ratio" compares optimlib with torch.optim's
+same implementation, "vs best" with torch.optim's fastest one for that case.
+
 "bytes/elem" is the memory traffic of one step per parameter element: every
 aten operation the step runs is intercepted, and the bytes of the tensors it
 reads and writes are summed (an in-place add of a gradient into a parameter
 reads two tensors and writes one). It counts what the kernels touch, not cache
-effects, and is the same on any device.
+effects, and is the same on any device. "GB/s" is optimlib's traffic over its
+step time, next to the bandwidth of a plain copy measured on the same device
+(the most a step that touches that many bytes could reach).
 
     python benchmarks/step_time.py                 # CPU
     python benchmarks/step_time.py --device cuda   # GPU, when present
@@ -21,6 +28,7 @@ This is a measurement, not a test: it asserts nothing.
 from __future__ import annotations
 
 import argparse
+import inspect
 import statistics
 import time
 from collections.abc import Callable
@@ -86,6 +94,20 @@ def bytes_per_element(step: Callable[[], None], elements: int) -> float:
     return counter.bytes / elements
 
 
+def copy_bandwidth(elements: int, device: torch.device, dtype: torch.dtype, steps: int) -> float:
+    """GB/s of ``copy_`` between two buffers of ``elements``: one read and one write each."""
+    source = torch.randn(elements, dtype=dtype, device=device)
+    target = torch.empty_like(source)
+    seconds = min(time_steps(lambda: target.copy_(source), steps, device) for _ in range(3))
+    return 2 * source.numel() * source.element_size() / seconds / 1e9
+
+
+def implementations(ours: type, theirs: type) -> tuple[str, ...]:
+    """for-loop and foreach always; fused where both classes take ``fused``."""
+    has_fused = all("fused" in inspect.signature(cls).parameters for cls in (ours, theirs))
+    return ("for-loop", "foreach", "fused") if has_fused else ("for-loop", "foreach")
+
+
 def model_like_sizes(count: int, smallest: int, largest: int, seed: int = 0) -> list[int]:
     generator = torch.Generator().manual_seed(seed)
     exponents = torch.empty(count).uniform_(0, 1, generator=generator)
@@ -99,7 +121,7 @@ def make_stepper(
     sizes: list[int],
     device: torch.device,
     dtype: torch.dtype,
-    foreach: bool,
+    impl: str,
 ) -> Callable[[], None]:
     generator = torch.Generator().manual_seed(1)
     params = [
@@ -107,7 +129,8 @@ def make_stepper(
     ]
     for param in params:
         param.grad = torch.randn_like(param) * 1e-3
-    optimizer = cls(params, **options, foreach=foreach)
+    choice = {"fused": True} if impl == "fused" else {"foreach": impl == "foreach"}
+    optimizer = cls(params, **options, **choice)
     optimizer.step()  # create the state outside the timed region
     return optimizer.step
 
@@ -144,20 +167,23 @@ def main() -> None:
     )
     print(
         f"{len(sizes)} tensors, {min(sizes):,} to {max(sizes):,} elements, "
-        f"{sum(sizes):,} in all; median of {args.rounds} rounds of {args.steps} steps\n"
+        f"{sum(sizes):,} in all; median of {args.rounds} rounds of {args.steps} steps"
     )
+    bandwidth = copy_bandwidth(sum(sizes), device, dtype, args.steps)
+    print(f"copy bandwidth: {bandwidth:.1f} GB/s\n")
     header = (
         f"{'case':<18}{'impl':<10}{'optimlib ms':>13}{'torch ms':>11}{'ratio':>8}"
-        f"{'optimlib bytes/elem':>21}{'torch bytes/elem':>18}"
+        f"{'vs best':>9}{'optimlib bytes/elem':>21}{'torch bytes/elem':>18}{'GB/s':>8}"
     )
     print(header)
     print("-" * len(header))
     for name in args.cases:
         ours_cls, theirs_cls, options = CASES[name]
-        for foreach in (False, True):
+        rows = []
+        for impl in implementations(ours_cls, theirs_cls):
             steppers = {
-                "optimlib": make_stepper(ours_cls, options, sizes, device, dtype, foreach),
-                "torch": make_stepper(theirs_cls, options, sizes, device, dtype, foreach),
+                "optimlib": make_stepper(ours_cls, options, sizes, device, dtype, impl),
+                "torch": make_stepper(theirs_cls, options, sizes, device, dtype, impl),
             }
             times: dict[str, list[float]] = {key: [] for key in steppers}
             for _ in range(args.rounds):
@@ -166,12 +192,16 @@ def main() -> None:
             ours = statistics.median(times["optimlib"]) * 1e3
             theirs = statistics.median(times["torch"]) * 1e3
             traffic = {key: bytes_per_element(step, sum(sizes)) for key, step in steppers.items()}
-            impl = "foreach" if foreach else "for-loop"
+            rows.append((impl, ours, theirs, traffic))
+            del steppers
+        best = min(theirs for _, _, theirs, _ in rows)
+        for impl, ours, theirs, traffic in rows:
+            rate = traffic["optimlib"] * sum(sizes) / (ours / 1e3) / 1e9
             print(
                 f"{name:<18}{impl:<10}{ours:>13.3f}{theirs:>11.3f}{ours / theirs:>8.3f}"
-                f"{traffic['optimlib']:>21.1f}{traffic['torch']:>18.1f}"
+                f"{ours / best:>9.3f}{traffic['optimlib']:>21.1f}{traffic['torch']:>18.1f}"
+                f"{rate:>8.1f}"
             )
-            del steppers
 
 
 if __name__ == "__main__":

@@ -85,16 +85,26 @@ def check_foreach(value: Any) -> None:
             raise TypeError(f"Invalid foreach: {value!r} (must be None, True or False)") from None
 
 
-#: Options of ``torch.optim`` that optimlib accepts only at their "off" value.
+#: Options of ``torch.optim`` that optimlib accepts only at their "off" value
+#: (``fused`` only where an optimizer has no fused update).
 UNIMPLEMENTED_OPTIONS = {
     "fused": (None, False),
     "capturable": (False, None),
 }
 
 
-def check_implemented(optimizer_name: str, options: Mapping[str, Any]) -> None:
-    """Refuse, rather than ignore, a ``torch.optim`` option optimlib does not implement."""
+def check_implemented(
+    optimizer_name: str, options: Mapping[str, Any], implemented: Iterable[str] = ()
+) -> None:
+    """Refuse, rather than ignore, a ``torch.optim`` option optimlib does not implement.
+
+    ``implemented`` names the options of :data:`UNIMPLEMENTED_OPTIONS` that this
+    optimizer does implement (``fused`` where it has a fused update).
+    """
+    skipped = set(implemented)
     for option, allowed in UNIMPLEMENTED_OPTIONS.items():
+        if option in skipped:
+            continue
         if option in options and options[option] not in allowed:
             raise NotImplementedError(
                 f"optimlib.{optimizer_name} does not implement {option}={options[option]!r} "

@@ -7,6 +7,7 @@ from torch import Tensor
 
 from optimlib._foreach import numbers
 from optimlib._functional import advance, descent_direction, foreach_descent_direction, overwritable
+from optimlib._fused import adagrad_fused
 from optimlib._validation import check_common, check_non_negative
 from optimlib.optimizer import Optimizer, ParamsT, counter, defaults_from, filled, spec
 
@@ -91,11 +92,14 @@ class Adagrad(Optimizer):
 
     with learning-rate decay :math:`\eta` (``lr_decay``). The state is created
     for every parameter at construction, as in ``torch.optim``: ``step`` and
-    ``sum``. Sparse gradients are supported (without weight decay).
+    ``sum``. Sparse gradients are supported (without weight decay), except
+    with ``fused=True``, which runs torch's fused kernel (:mod:`optimlib._fused`).
     """
 
     state_spec = spec(sum=filled("initial_accumulator_value"), step=counter())
     for_loop_update, foreach_update = adagrad_for_loop, adagrad_foreach
+    fused_update = adagrad_fused
+    fused_sparse_gradient_error = "`fused` does not support sparse grad or complex param"
     creates_state_eagerly = True
     supports_sparse = True
 

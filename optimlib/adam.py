@@ -18,6 +18,7 @@ from optimlib._functional import (
     update_maximum,
     update_moments,
 )
+from optimlib._fused import adam_fused
 from optimlib._validation import check_betas, check_bool, check_common
 from optimlib.optimizer import (
     Optimizer,
@@ -127,6 +128,8 @@ class Adam(Optimizer):
     The factors :math:`1 - \beta^t` undo the bias of averages that start at
     zero. State: ``step``, ``exp_avg`` (:math:`m`), ``exp_avg_sq``
     (:math:`v`) and, with ``amsgrad``, ``max_exp_avg_sq`` (:math:`\hat v`).
+    ``fused=True`` runs the same update as torch's fused kernel
+    (:mod:`optimlib._fused`).
     """
 
     learnable_hyperparameters = ("lr", "betas", "weight_decay")
@@ -134,6 +137,7 @@ class Adam(Optimizer):
         exp_avg=zeros(), exp_avg_sq=zeros(), max_exp_avg_sq=zeros(when="amsgrad"), step=counter()
     )
     for_loop_update, foreach_update = adam_for_loop, adam_foreach
+    fused_update = adam_fused
     sparse_gradient_error = (
         "Adam does not support sparse gradients, please consider SparseAdam instead"
     )

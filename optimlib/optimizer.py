@@ -28,7 +28,9 @@ signature: a readable for-loop and a multi-tensor (foreach) twin::
 
 The functions take the parameters, their gradients, then one list per state
 entry in the order of ``state_spec``; their keyword-only arguments are read
-from the parameter group under the same names.
+from the parameter group under the same names. Where torch has a fused kernel
+(Adam, AdamW, SGD, Adagrad), a third function, ``fused_update``, runs it for
+``fused=True`` (:mod:`optimlib._fused`).
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from torch import Tensor
 
 from optimlib._foreach import group_by_device_and_dtype, use_foreach
 from optimlib._functional import new_counter, scalar_dtype
+from optimlib._fused import check_fused_options, check_fused_params
 from optimlib._validation import check_bool, check_foreach, check_implemented, check_params
 
 ParamsT = Iterable[Tensor] | Iterable[dict[str, Any]]
@@ -128,8 +131,18 @@ def filled(option: str, when: str | None = None) -> State:
 
 
 def counter(start: float = 0.0) -> State:
-    """A 0-d counter on the CPU (a step count, a running product), as torch.optim keeps it."""
-    return State(lambda param, group: new_counter(start), scalar=True)
+    """A 0-d counter on the CPU (a step count, a running product), as torch.optim keeps it.
+
+    A group with ``fused=True`` keeps it in float32 on the parameter's device
+    instead, where the fused kernels read it (torch.optim does the same).
+    """
+
+    def create(param: Tensor, group: dict[str, Any]) -> Tensor:
+        if group.get("fused"):
+            return torch.full((), start, dtype=torch.float32, device=param.device)
+        return new_counter(start)
+
+    return State(create, scalar=True)
 
 
 def scalar_on_device(start: float | str) -> State:
@@ -155,6 +168,13 @@ class Optimizer(torch.optim.Optimizer):
     #: The reference implementation, and its multi-tensor twin (``None``: none).
     for_loop_update: ClassVar[UpdateFn | None] = None
     foreach_update: ClassVar[UpdateFn | None] = None
+    #: The ``fused=True`` implementation (``None``: none, and ``fused=True`` is
+    #: refused): the for-loop's signature plus ``grad_scale`` and ``found_inf``
+    #: (see :mod:`optimlib._fused`).
+    fused_update: ClassVar[UpdateFn | None] = None
+    #: torch's error for a sparse gradient under ``fused=True``, where the
+    #: for-loop takes sparse gradients.
+    fused_sparse_gradient_error: ClassVar[str] = "`fused` does not support sparse gradients"
     #: Whether the update is written for complex tensors (SGD's is, as is). If
     #: not, a complex parameter, its gradient and its complex state are viewed
     #: as real pairs (``torch.view_as_real``), as torch.optim does: the update
@@ -173,7 +193,7 @@ class Optimizer(torch.optim.Optimizer):
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         # staticmethod, so that an update function set in the class body is not bound.
-        for name in ("for_loop_update", "foreach_update"):
+        for name in ("for_loop_update", "foreach_update", "fused_update"):
             function = cls.__dict__.get(name)
             if function is not None and not isinstance(function, staticmethod):
                 setattr(cls, name, staticmethod(function))
@@ -182,7 +202,9 @@ class Optimizer(torch.optim.Optimizer):
 
     def __init__(self, params: ParamsT, defaults: dict[str, Any]) -> None:
         check_foreach(defaults.get("foreach"))
-        check_implemented(type(self).__name__, defaults)
+        check_implemented(
+            type(self).__name__, defaults, implemented=("fused",) if self.fused_update else ()
+        )
         if "differentiable" in defaults:
             check_bool("differentiable", defaults["differentiable"])
         if defaults.get("foreach") and self.for_loop_update and not self.foreach_update:
@@ -191,6 +213,10 @@ class Optimizer(torch.optim.Optimizer):
                 "implementation (use foreach=None or False)"
             )
         super().__init__(check_params(params), defaults)
+        check_fused_options(defaults)
+        if defaults.get("fused"):
+            # torch.amp.GradScaler then leaves unscaling and skipping to the step.
+            self._step_supports_amp_scaling = True
         # The options this optimizer has, for upgrading older checkpoints (torch's
         # own __setstate__ adds "differentiable" to defaults, which LBFGS lacks).
         self._option_names = tuple(defaults)
@@ -256,8 +282,13 @@ class Optimizer(torch.optim.Optimizer):
         # fused only: under torch.compile on a GPU, Dynamo shows every group
         # with capturable=True, and optimlib's updates are correct either way
         # (their step counters stay on the CPU).
-        if "fused" in self.defaults:
-            check_implemented(type(self).__name__, {"fused": group.get("fused")})
+        if "fused" in self.defaults and group.get("fused"):
+            self._check_fused_group(group, params)
+        elif any(getattr(self, name, None) is not None for name in _AMP_ARGUMENTS):
+            raise RuntimeError(
+                f"optimlib.{type(self).__name__}: a GradScaler's grad_scale and found_inf "
+                "can only be applied by a group with fused=True"
+            )
         if not self.supports_sparse and any(
             p.grad is not None and p.grad.is_sparse for p in params
         ):
@@ -275,6 +306,19 @@ class Optimizer(torch.optim.Optimizer):
             )
         if self.defaults.get("differentiable"):
             self._check_differentiable_group(group, params)
+
+    def _check_fused_group(self, group: dict[str, Any], params: list[Tensor]) -> None:
+        """torch's rules for a fused step (checked again: a group can switch fused on)."""
+        name = type(self).__name__
+        if self.fused_update is None:
+            check_implemented(name, {"fused": group.get("fused")})
+        if self.defaults.get("differentiable"):
+            raise RuntimeError("`fused` does not support `differentiable`")
+        if group.get("foreach"):
+            raise RuntimeError("`fused` and `foreach` cannot be `True` together.")
+        check_fused_params(params)
+        if self.supports_sparse and any(p.grad is not None and p.grad.is_sparse for p in params):
+            raise RuntimeError(self.fused_sparse_gradient_error)
 
     def _check_differentiable_group(self, group: dict[str, Any], params: list[Tensor]) -> None:
         if any(p.is_leaf and p.requires_grad for p in params):
@@ -303,7 +347,8 @@ class Optimizer(torch.optim.Optimizer):
         Outside a differentiable step, a tensor that requires grad is detached:
         it is just a number there, and kernels refuse it otherwise.
         """
-        values = {name: to_scalar(group[name]) for name in _keyword_names(update)}
+        names = (name for name in _keyword_names(update) if name not in _AMP_ARGUMENTS)
+        values = {name: to_scalar(group[name]) for name in names}
         if not torch.is_grad_enabled():
             values = {name: _detached(value) for name, value in values.items()}
         return values
@@ -317,7 +362,10 @@ class Optimizer(torch.optim.Optimizer):
                 f"{type(self).__name__} declares no for_loop_update; set it (and "
                 "foreach_update) in the class body, or override update_group"
             )
+        fused = bool(group.get("fused")) and self.fused_update is not None
         states = self.states(params, group)
+        if fused:
+            _counters_on_devices(params, states)
         if torch.is_grad_enabled():  # differentiable=True
             _keep_earlier_state(states)
         state_lists: list[list[Any]] = [
@@ -333,7 +381,11 @@ class Optimizer(torch.optim.Optimizer):
                 params[i], grads[i] = _as_real(params[i]), _as_real(grads[i])
                 for values in state_lists:
                     values[i] = _as_real(values[i])
-        if foreach and self.foreach_update is not None:
+        if fused and self.fused_update is not None:
+            update = self.fused_update
+            amp = {name: getattr(self, name, None) for name in _AMP_ARGUMENTS}
+            update(params, grads, *state_lists, **amp, **self.hyperparameters(group, update))
+        elif foreach and self.foreach_update is not None:
             update = self.foreach_update
             kwargs = self.hyperparameters(group, update)
             overridden = type(self).bucket_key is not Optimizer.bucket_key
@@ -434,6 +486,28 @@ class Optimizer(torch.optim.Optimizer):
             for key in keys:
                 if isinstance(state.get(key), Tensor):
                     state[key] = state[key].to(scalar_dtype())
+
+
+#: What torch.amp.GradScaler sets on an optimizer with ``_step_supports_amp_scaling``
+#: for its step to read, and a fused update takes.
+_AMP_ARGUMENTS = ("grad_scale", "found_inf")
+
+
+def _counters_on_devices(params: list[Tensor], states: list[dict[str, Any]]) -> None:
+    """A fused step's ``step`` counters in float32 on their parameters' devices.
+
+    They are created there (:func:`counter`); this moves those of a group that
+    switched ``fused`` on after its first steps, as torch.optim's
+    ``load_state_dict`` moves them for a fused group.
+    """
+    for param, state in zip(params, states, strict=True):
+        step = state.get("step")
+        # get_device(): -1 on the CPU, else the index; cheaper than comparing devices
+        # (a fused group's parameters are all on one kind of device with fused kernels).
+        if isinstance(step, Tensor) and (
+            step.dtype is not torch.float32 or step.get_device() != param.get_device()
+        ):
+            state["step"] = step.to(device=param.device, dtype=torch.float32)
 
 
 def _detached(value: Any) -> Any:

@@ -6,6 +6,7 @@ import torch
 from torch import Tensor
 
 from optimlib._functional import descent_direction, foreach_descent_direction, is_learned
+from optimlib._fused import sgd_fused
 from optimlib._validation import check_common, check_non_negative, check_range
 from optimlib.optimizer import (
     Optimizer,
@@ -126,8 +127,9 @@ class SGD(Optimizer):
             per-tensor loop, ``None`` to choose like ``torch.optim`` (foreach on CUDA).
         differentiable: ``True`` lets autograd record the step (see
             :meth:`optimlib.optimizer.Optimizer.step`).
-        fused: accepted for compatibility at its default value only;
-            optimlib does not implement it yet and raises otherwise.
+        fused: ``True`` for torch's fused kernel (one per device and dtype; see
+            :mod:`optimlib._fused`), which also applies a ``GradScaler``'s
+            scale and skips a step with an overflowed gradient.
     """
 
     supports_complex = True
@@ -135,6 +137,8 @@ class SGD(Optimizer):
     learnable_hyperparameters = ("lr", "weight_decay")
     state_spec = spec(momentum_buffer=created_by_update(when="momentum"))
     for_loop_update, foreach_update = sgd_for_loop, sgd_foreach
+    fused_update = sgd_fused
+    fused_sparse_gradient_error = "`_fused_sgd` does not support sparse gradients"
 
     def __init__(
         self,

@@ -33,7 +33,7 @@ class OptimizerInfo:
     #: Options for the sparse-gradient test; ``None`` when sparse gradients are unsupported.
     sparse_config: dict[str, Any] | None = None
     #: torch options optimlib refuses at non-default values.
-    unimplemented: tuple[str, ...] = ("fused",)
+    unimplemented: tuple[str, ...] = ()
     #: Whether torch.compile captures a step in one graph (fullgraph=True). RAdam,
     #: ASGD and Rprop branch in Python on values read from their state, which
     #: Dynamo handles with a graph break.
@@ -243,7 +243,7 @@ ADAM_INFO = OptimizerInfo(
             *_ADAM_TENSOR_BAD,
         )
     ),
-    unimplemented=("fused", "capturable"),
+    unimplemented=("capturable",),
 )
 
 ADAMW_INFO = OptimizerInfo(
@@ -252,7 +252,7 @@ ADAMW_INFO = OptimizerInfo(
     configs=(*_ADAM_CONFIGS, {"lr": 0.01, "weight_decay": 0.5}),
     group_overrides={"lr": 0.003, "weight_decay": 0.2},
     bad_arguments=_bad_common((_WEIGHT_DECAY_BAD, _EPS_BAD, *_BETAS_BAD, *_ADAM_TENSOR_BAD)),
-    unimplemented=("fused", "capturable"),
+    unimplemented=("capturable",),
 )
 
 ADAMAX_INFO = OptimizerInfo(

@@ -80,6 +80,7 @@ def _sparse_gradient(optimizer, weight) -> None:
 def _fused_switched_on(optimizer, weight) -> None:
     weight.grad = torch.ones_like(weight)
     optimizer.param_groups[1]["fused"] = True
+    optimizer.param_groups[1]["foreach"] = True  # which torch refuses together
 
 
 @pytest.mark.parametrize(
@@ -87,7 +88,7 @@ def _fused_switched_on(optimizer, weight) -> None:
     [
         (optimlib.Adam, {}, _sparse_gradient, RuntimeError),
         (optimlib.RMSprop, {"momentum": 0.9}, _sparse_gradient, RuntimeError),
-        (optimlib.Adagrad, {}, _fused_switched_on, NotImplementedError),
+        (optimlib.Adagrad, {}, _fused_switched_on, RuntimeError),
     ],
     ids=lambda value: getattr(value, "__name__", ""),
 )
