@@ -3,7 +3,9 @@
 ``tests/library`` holds optimlib's own tests, which run with torch, pytest and
 hypothesis alone; ``tests/book`` the tests of the book's helpers, notebooks,
 build and rendered pages; ``tests/repository`` the checks that keep the
-repository's promises (install commands, packaging, types, the torch floor).
+repository's promises (install commands, packaging, types, the torch floor);
+``tests/distributed`` optimlib's optimizers in two gloo processes (DDP,
+ZeroRedundancyOptimizer, FSDP2, distributed checkpoints).
 """
 
 from __future__ import annotations
