@@ -13,10 +13,9 @@ from optimlib.optimizer import Optimizer, ParamsT, counter, defaults_from, fille
 def _step_factors(grad: Tensor, prev: Tensor, *, etaminus: float, etaplus: float) -> Tensor:
     """Per coordinate: etaplus where the sign held, etaminus where it flipped, 1 otherwise."""
     agreement = grad.mul(prev).sign()
-    factors = torch.ones_like(agreement)
-    factors[agreement.gt(0)] = etaplus
-    factors[agreement.lt(0)] = etaminus
-    return factors
+    # masked_fill_ rather than factors[mask] = eta: the same values, and DTensors take it.
+    factors = torch.ones_like(agreement).masked_fill_(agreement.gt(0), etaplus)
+    return factors.masked_fill_(agreement.lt(0), etaminus)
 
 
 def rprop_for_loop(
@@ -41,8 +40,7 @@ def rprop_for_loop(
         grad = -grad if maximize else grad
         factors = _step_factors(grad, prev, etaminus=etaminus, etaplus=etaplus)
         delta.mul_(factors).clamp_(smallest, largest)
-        grad = grad.clone()
-        grad[factors.eq(etaminus)] = 0
+        grad = grad.masked_fill(factors.eq(etaminus), 0)
         param.addcmul_(grad.sign(), delta, value=-1)
         prev.copy_(grad)
 
@@ -70,9 +68,10 @@ def rprop_foreach(
     torch._foreach_clamp_min_(deltas, smallest)
     torch._foreach_clamp_max_(deltas, largest)
     for direction, factor in zip(directions, factors, strict=True):
-        direction[factor.eq(etaminus)] = 0
+        direction.masked_fill_(factor.eq(etaminus), 0)
     torch._foreach_addcmul_(params, torch._foreach_sign(directions), deltas, value=-1)
-    torch._foreach_copy_(prevs, directions)
+    for prev, direction in zip(prevs, directions, strict=True):
+        prev.copy_(direction)  # DTensor has no rule for _foreach_copy_
 
 
 class Rprop(Optimizer):

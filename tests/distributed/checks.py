@@ -10,7 +10,6 @@ import torch.distributed as dist
 
 from optimlib.adafactor import Adafactor
 from optimlib.lbfgs import LBFGS
-from optimlib.rprop import Rprop
 from tests.distributed.workers import Case
 
 
@@ -91,20 +90,16 @@ def moved(before: list, after: list) -> bool:
     return any(not torch.equal(a, b) for a, b in zip(before, after, strict=True))
 
 
-#: Updates that fail on DTensors, as torch.optim's own do (reproductions in the
-#: report): what the worker's traceback shows, and why.
+#: Updates that fail on DTensors, as torch.optim's own do: what the worker's
+#: traceback shows, and why.
 DTENSOR_FAILURES: dict[type, tuple[str, str]] = {
-    Rprop: (
-        "aten.index_put_",
-        "Rprop sets its step factors by boolean-mask assignment (factors[mask] = eta, "
-        "aten.index_put_), which DTensor cannot do in place on a Shard(0) tensor; "
-        "torch.optim.Rprop fails too",
-    ),
     Adafactor: (
         "_NormPartial",
         "Adafactor squares in place (square_, or _foreach_mul_) the column norms of a "
         "row-sharded matrix, a _NormPartial DTensor that DTensor refuses to change in "
-        "place; torch.optim.Adafactor fails too",
+        "place (squaring out of place runs, but its step size reads the norm with "
+        ".item(), which gives the shard's norm, so the update is wrong); torch.optim.Adafactor "
+        "fails too",
     ),
     LBFGS: (
         "aten.view.default",
