@@ -93,7 +93,7 @@ class Adagrad(Optimizer):
     with learning-rate decay :math:`\eta` (``lr_decay``). The state is created
     for every parameter at construction, as in ``torch.optim``: ``step`` and
     ``sum``. Sparse gradients are supported (without weight decay), except
-    with ``fused=True``, which runs torch's fused kernel (:mod:`optimlib._fused`).
+    with ``fused=True``, which runs torch's fused kernel (``optimlib._fused``).
     """
 
     state_spec = spec(sum=filled("initial_accumulator_value"), step=counter())

@@ -129,7 +129,7 @@ class Adam(Optimizer):
     zero. State: ``step``, ``exp_avg`` (:math:`m`), ``exp_avg_sq``
     (:math:`v`) and, with ``amsgrad``, ``max_exp_avg_sq`` (:math:`\hat v`).
     ``fused=True`` runs the same update as torch's fused kernel
-    (:mod:`optimlib._fused`).
+    (``optimlib._fused``).
     """
 
     learnable_hyperparameters = ("lr", "betas", "weight_decay")

@@ -30,7 +30,7 @@ The functions take the parameters, their gradients, then one list per state
 entry in the order of ``state_spec``; their keyword-only arguments are read
 from the parameter group under the same names. Where torch has a fused kernel
 (Adam, AdamW, SGD, Adagrad), a third function, ``fused_update``, runs it for
-``fused=True`` (:mod:`optimlib._fused`).
+``fused=True`` (``optimlib._fused``).
 """
 
 from __future__ import annotations
@@ -170,7 +170,7 @@ class Optimizer(torch.optim.Optimizer):
     foreach_update: ClassVar[UpdateFn | None] = None
     #: The ``fused=True`` implementation (``None``: none, and ``fused=True`` is
     #: refused): the for-loop's signature plus ``grad_scale`` and ``found_inf``
-    #: (see :mod:`optimlib._fused`).
+    #: (see ``optimlib._fused``).
     fused_update: ClassVar[UpdateFn | None] = None
     #: torch's error for a sparse gradient under ``fused=True``, where the
     #: for-loop takes sparse gradients.

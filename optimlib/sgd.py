@@ -128,7 +128,7 @@ class SGD(Optimizer):
         differentiable: ``True`` lets autograd record the step (see
             :meth:`optimlib.optimizer.Optimizer.step`).
         fused: ``True`` for torch's fused kernel (one per device and dtype; see
-            :mod:`optimlib._fused`), which also applies a ``GradScaler``'s
+            ``optimlib._fused``), which also applies a ``GradScaler``'s
             scale and skips a step with an overflowed gradient.
     """
 
