@@ -52,6 +52,14 @@ CASES: dict[str, tuple[type, type, dict]] = {
     "AdamW": (optimlib.AdamW, torch.optim.AdamW, {"lr": 1e-3, "weight_decay": 1e-2}),
     "RMSprop": (optimlib.RMSprop, torch.optim.RMSprop, {"lr": 1e-3}),
     "Adagrad": (optimlib.Adagrad, torch.optim.Adagrad, {"lr": 1e-2}),
+    "Adam amsgrad": (optimlib.Adam, torch.optim.Adam, {"lr": 1e-3, "amsgrad": True}),
+    "Adadelta": (optimlib.Adadelta, torch.optim.Adadelta, {"lr": 1.0}),
+    "Adamax": (optimlib.Adamax, torch.optim.Adamax, {"lr": 2e-3}),
+    "NAdam": (optimlib.NAdam, torch.optim.NAdam, {"lr": 2e-3}),
+    "RAdam": (optimlib.RAdam, torch.optim.RAdam, {"lr": 1e-3}),
+    "ASGD": (optimlib.ASGD, torch.optim.ASGD, {"lr": 1e-2}),
+    "Rprop": (optimlib.Rprop, torch.optim.Rprop, {"lr": 1e-2}),
+    "Adafactor": (optimlib.Adafactor, torch.optim.Adafactor, {"lr": 1e-2}),
 }
 
 
