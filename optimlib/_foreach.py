@@ -8,6 +8,7 @@ one device and one dtype that foreach kernels need.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Hashable, Sequence
 from typing import Any, TypeVar
 
@@ -68,3 +69,13 @@ def group_by_device_and_dtype(
 def numbers(values: Sequence[float | Tensor]) -> list[float]:
     """Per-tensor scalars for a foreach kernel, as plain Python numbers."""
     return [float(value) for value in values]
+
+
+def is_dtensor(tensor: Tensor) -> bool:
+    """Whether ``tensor`` is a DTensor (a parameter that FSDP2 shards, say).
+
+    Where torch.distributed.tensor was never imported no tensor can be one, and
+    a single-process run is spared the second the import takes.
+    """
+    module = sys.modules.get("torch.distributed.tensor")
+    return module is not None and isinstance(tensor, module.DTensor)

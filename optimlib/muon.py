@@ -9,13 +9,13 @@ AdamW (everything else), as Muon is meant to be used.
 from __future__ import annotations
 
 import math
-import sys
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 import torch
 from torch import Tensor, nn
 
+from optimlib._foreach import is_dtensor
 from optimlib._functional import decay_weights, update_average
 from optimlib._validation import _as_number, check_bool, check_integer, check_non_negative
 from optimlib.adam import AdamW
@@ -121,15 +121,8 @@ def orthogonalized_update(
 
 
 def _as_dtensor(tensor: Tensor) -> DTensor | None:
-    """The tensor as a DTensor if it is one (a parameter that FSDP2 shards), else ``None``.
-
-    Where torch.distributed.tensor was never imported no tensor can be a DTensor,
-    and a single-process run is spared the second it takes to import.
-    """
-    module = sys.modules.get("torch.distributed.tensor")
-    if module is None or not isinstance(tensor, module.DTensor):
-        return None
-    return cast("DTensor", tensor)
+    """The tensor as a DTensor if it is one (a parameter that FSDP2 shards), else ``None``."""
+    return cast("DTensor", tensor) if is_dtensor(tensor) else None
 
 
 def muon_for_loop(
