@@ -4,15 +4,18 @@ The cost model of an optimizer step is the memory it moves. A step that keeps
 ``k`` state tensors the size of each parameter must at least read the
 parameter, its gradient and the ``k`` states, and write the parameter and the
 states back: ``(3 + 2k)`` numbers per parameter element
-(:func:`minimum_bytes_per_element`). :class:`TrafficCounter` counts what a step
-really moves, operation by operation; :func:`interleaved_medians` times
-several steps fairly on a shared machine, and :func:`copy_moving` gives the
-copy whose time, next to theirs, measures the memory's bandwidth.
+(:func:`minimum_bytes_per_element`). :class:`TrafficCounter` counts the bytes a
+step's operations touch, one by one; :func:`interleaved_medians` times
+several steps fairly on a shared machine, and :func:`streaming_in_place` gives
+the in-place kernel whose time, next to theirs, measures the rate at which the
+memory streams bytes through an element-wise step (:func:`copy_moving`, a
+plain copy, for comparison).
 """
 
 from __future__ import annotations
 
 import math
+import re
 import statistics
 import time
 from collections.abc import Callable, Iterable
@@ -159,12 +162,42 @@ def interleaved_medians(
 def copy_moving(nbytes: int, device: torch.device) -> Callable[[], Tensor]:
     """A ``copy_`` between two float32 buffers that reads and writes ``nbytes`` in all.
 
-    Timed next to a step that must move as many bytes, it measures the
-    bandwidth that step could reach at best: a copy does no arithmetic.
+    Its target is only written; on a CPU, writing a cache line that was not
+    read first usually costs a read as well (write-allocate), so a copy tends
+    to stream fewer useful bytes per second than an in-place update does.
     """
     source = torch.randn(max(1, nbytes // 8), device=device)
     target = torch.empty_like(source)
     return lambda: target.copy_(source)
+
+
+def streaming_in_place(nbytes: int, device: torch.device) -> Callable[[], Tensor]:
+    """An in-place ``a.add_(b)`` on float32 buffers that reads and writes ``nbytes`` in all.
+
+    It reads ``a`` and ``b`` and writes ``a`` (12 bytes an element): like an
+    optimizer step, every line it writes it has just read, and it does no
+    arithmetic to speak of, so its rate is the best an element-wise step can
+    hope for from the memory.
+    """
+    a = torch.randn(max(1, nbytes // 12), device=device)
+    b = torch.zeros_like(a)  # adding zeros keeps the values (and their speed) as they are
+    return lambda: a.add_(b)
+
+
+def kernel_arrays(code: str) -> tuple[int, set[str], set[str]]:
+    """The C++ kernels in inductor's output ``code``, and the pointers they load and store.
+
+    Counts the ``extern "C"`` kernel functions and collects the pointer
+    arguments indexed by the loop variable ``x0`` in vector loads
+    (``loadu(ptr + ...)``) and stores (``store(ptr + ...)``): the arrays that
+    the generated loops stream through. Scalars (0-d tensors) are read as
+    ``ptr[0]`` and are not among them.
+    """
+    kernels = code.count('extern "C"')
+    index = r"(\w+_ptr\d+) \+ static_cast<int64_t>\(x0\)"
+    loaded = set(re.findall(r"loadu\(" + index, code))
+    stored = set(re.findall(r"store\(" + index, code))
+    return kernels, loaded, stored
 
 
 def gigabytes_per_second(bytes_per_element: float, elements: int, seconds: float) -> float:

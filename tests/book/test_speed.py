@@ -93,6 +93,36 @@ def test_the_copy_moves_the_bytes_it_is_asked_to():
     assert [name for name, _ in operations] == ["copy_"]
 
 
+def test_the_in_place_kernel_moves_the_bytes_it_is_asked_to_and_keeps_its_values():
+    add = speed.streaming_in_place(28 * 1_200, torch.device("cpu"))
+    before = add().clone()
+    moved, operations = speed.measure_traffic(add, 1)
+    # reads a and b, writes a: 12 bytes an element, 28 * 1,200 bytes in all
+    assert moved == 28 * 1_200 and [name for name, _ in operations] == ["add_"]
+    assert torch.equal(add(), before)
+
+
+KERNEL = """
+cpp_fused_0 = async_compile.cpp_pybinding(...)
+extern "C"  void  kernel(const float* in_ptr0, const float* in_ptr1, float* out_ptr0)
+{
+    for(int64_t x0=static_cast<int64_t>(0L); x0<static_cast<int64_t>(ks0); x0+=16)
+    {
+        auto tmp0 = at::vec::Vectorized<float>::loadu(out_ptr0 + static_cast<int64_t>(x0), 16);
+        auto tmp1 = at::vec::Vectorized<float>::loadu(in_ptr1 + static_cast<int64_t>(x0), 16);
+        auto tmp2 = in_ptr0[static_cast<int64_t>(0L)];
+        tmp3.store(out_ptr0 + static_cast<int64_t>(x0), 16);
+    }
+}
+"""
+
+
+def test_kernel_arrays_counts_kernels_and_the_arrays_they_stream():
+    assert speed.kernel_arrays(KERNEL) == (1, {"out_ptr0", "in_ptr1"}, {"out_ptr0"})
+    assert speed.kernel_arrays(KERNEL + KERNEL)[0] == 2
+    assert speed.kernel_arrays("") == (0, set(), set())
+
+
 def test_rates_and_table():
     assert speed.gigabytes_per_second(28, 1_000_000, 0.001) == pytest.approx(28.0)
     text = speed.table([("Adam", 2, "28.0")], ("name", "k", "bytes"), (6, 2, 6))
