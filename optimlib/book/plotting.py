@@ -189,24 +189,20 @@ def plot_lr_range(
     def smoothed_at(lr: float) -> float:
         return float(smoothed[int(np.argmin(np.abs(np.log(lrs) - np.log(lr))))])
 
-    ax.plot(
-        [result.minimum_lr],
-        [smoothed_at(result.minimum_lr)],
-        linestyle="none",
-        marker="o",
-        markersize=8,
-        color="tab:red",
-        label=rf"minimum, $\eta$ = {result.minimum_lr:.2g}",
+    points = (
+        ("minimum", result.minimum_lr, "o", 8, "tab:red"),
+        ("steepest descent", result.steepest_lr, "v", 9, "tab:green"),
     )
-    ax.plot(
-        [result.steepest_lr],
-        [smoothed_at(result.steepest_lr)],
-        linestyle="none",
-        marker="v",
-        markersize=9,
-        color="tab:green",
-        label=rf"steepest descent, $\eta$ = {result.steepest_lr:.2g}",
-    )
+    for name, lr, marker, size, color in points:
+        ax.plot(
+            [lr],
+            [smoothed_at(lr)],
+            linestyle="none",
+            marker=marker,
+            markersize=size,
+            color=color,
+            label=rf"{name}, $\eta$ = {lr:.2g}",
+        )
     ax.axvline(
         result.suggested_lr,
         color="tab:red",

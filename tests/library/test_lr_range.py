@@ -165,24 +165,22 @@ def test_divergence_stops_the_sweep(device):
     assert len(endless.lrs) > len(patient.lrs)
 
 
-def test_the_smoothed_curve_equals_a_hand_computation():
-    # A loss that reads the targets only: the losses are the numbers fed in.
+def sweep_over_losses(values, **options):
+    """A range test whose batch losses are ``values``, whatever the lr (the loss reads
+    the targets only), so the smoothing and the reading of the curve can be checked."""
     model = nn.Linear(1, 1)
-    values = [3.0, 1.0, 4.0, 1.0, 5.0, 9.0]
     batches = [(torch.zeros(1, 1), torch.tensor(v)) for v in values]
 
     def loss_fn(outputs, target):
         return target + 0.0 * outputs.sum()
 
-    result = lr_range_test(
-        model,
-        optimlib.SGD(model.parameters()),
-        loss_fn,
-        batches,
-        num_steps=6,
-        smoothing=0.5,
-        diverge_factor=math.inf,
-    )
+    options = {"num_steps": len(values), "diverge_factor": math.inf, **options}
+    return lr_range_test(model, optimlib.SGD(model.parameters()), loss_fn, batches, **options)
+
+
+def test_the_smoothed_curve_equals_a_hand_computation():
+    values = [3.0, 1.0, 4.0, 1.0, 5.0, 9.0]
+    result = sweep_over_losses(values, smoothing=0.5)
     assert result.losses == values
     # a_i = a_{i-1} / 2 + l_i / 2, s_i = a_i / (1 - 2^-(i+1)), written out:
     expected = [
@@ -196,35 +194,11 @@ def test_the_smoothed_curve_equals_a_hand_computation():
     assert result.smoothed == pytest.approx(expected, rel=1e-15)
     assert result.minimum_lr == result.lrs[1]  # the lowest smoothed value
     assert result.suggested_lr == result.minimum_lr / 10
-    unsmoothed = lr_range_test(
-        model,
-        optimlib.SGD(model.parameters()),
-        loss_fn,
-        batches,
-        num_steps=6,
-        smoothing=0.0,
-        diverge_factor=math.inf,
-    )
-    assert unsmoothed.smoothed == values
+    assert sweep_over_losses(values, smoothing=0.0).smoothed == values
 
 
 def test_the_minimum_and_the_steepest_descent_are_read_off_the_smoothed_curve():
-    model = nn.Linear(1, 1)
-    values = [5.0, 4.9, 4.0, 2.0, 1.5, 1.4, 1.45, 3.0]
-    batches = [(torch.zeros(1, 1), torch.tensor(v)) for v in values]
-
-    def loss_fn(outputs, target):
-        return target + 0.0 * outputs.sum()
-
-    result = lr_range_test(
-        model,
-        optimlib.SGD(model.parameters()),
-        loss_fn,
-        batches,
-        num_steps=8,
-        smoothing=0.0,
-        diverge_factor=math.inf,
-    )
+    result = sweep_over_losses([5.0, 4.9, 4.0, 2.0, 1.5, 1.4, 1.45, 3.0], smoothing=0.0)
     # Slopes up to the minimum (index 5): -0.1, -0.5, -1.45, -1.25, -0.3, -0.1.
     assert result.minimum_lr == result.lrs[5]
     assert result.steepest_lr == result.lrs[2]
@@ -232,13 +206,7 @@ def test_the_minimum_and_the_steepest_descent_are_read_off_the_smoothed_curve():
 
 
 def test_the_default_smoothing_is_098():
-    model = nn.Linear(1, 1)
-    batches = [(torch.zeros(1, 1), torch.tensor(2.0)), (torch.zeros(1, 1), torch.tensor(4.0))]
-
-    def loss_fn(outputs, target):
-        return target + 0.0 * outputs.sum()
-
-    result = lr_range_test(model, optimlib.SGD(model.parameters()), loss_fn, batches, num_steps=2)
+    result = sweep_over_losses([2.0, 4.0])  # smoothing left at its default
     assert result.smoothed == pytest.approx([2.0, (0.98 * 0.02 * 2 + 0.02 * 4) / (1 - 0.98**2)])
 
 
