@@ -111,8 +111,11 @@ def copy_bandwidth(elements: int, device: torch.device, dtype: torch.dtype, step
 
 
 def implementations(ours: type, theirs: type) -> tuple[str, ...]:
-    """for-loop and foreach always; fused where both classes take ``fused``."""
-    has_fused = all("fused" in inspect.signature(cls).parameters for cls in (ours, theirs))
+    """for-loop and foreach always; fused where optimlib has a fused update and torch takes it."""
+    has_fused = (
+        getattr(ours, "fused_update", None) is not None
+        and "fused" in inspect.signature(theirs).parameters
+    )
     return ("for-loop", "foreach", "fused") if has_fused else ("for-loop", "foreach")
 
 

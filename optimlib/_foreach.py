@@ -12,6 +12,7 @@ import sys
 from collections.abc import Callable, Hashable, Sequence
 from typing import Any, TypeVar
 
+import torch
 from torch import Tensor
 
 #: Device types whose foreach kernels really launch one kernel for many tensors.
@@ -79,3 +80,16 @@ def is_dtensor(tensor: Tensor) -> bool:
     """
     module = sys.modules.get("torch.distributed.tensor")
     return module is not None and isinstance(tensor, module.DTensor)
+
+
+def foreach_copy_(targets: Sequence[Tensor], sources: Sequence[Tensor]) -> None:
+    """``torch._foreach_copy_``, or one ``copy_`` per tensor where any is a DTensor.
+
+    DTensor has no rule for ``_foreach_copy_``. The foreach kernel stays the
+    default: torch 2.13's compiler drops a per-tensor ``copy_`` into a 0-d tensor.
+    """
+    if any(is_dtensor(target) for target in targets):
+        for target, source in zip(targets, sources, strict=True):
+            target.copy_(source)
+    else:
+        torch._foreach_copy_(targets, sources)

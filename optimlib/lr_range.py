@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from optimlib._validation import check_range
+from optimlib._validation import check_integer, check_range
 
 __all__ = ["LRRangeResult", "lr_range_test"]
 
@@ -142,8 +142,7 @@ def lr_range_test(
     """
     check_range("start_lr", start_lr, 0.0, math.inf, low_inclusive=False, high_inclusive=False)
     check_range("end_lr", end_lr, start_lr, math.inf, low_inclusive=False, high_inclusive=False)
-    if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 2:
-        raise ValueError(f"Invalid num_steps value: {num_steps!r} (must be an integer >= 2)")
+    check_integer("num_steps", num_steps, minimum=2)
     check_range("smoothing", smoothing, 0.0, 1.0, high_inclusive=False)
     check_range("diverge_factor", diverge_factor, 1.0, math.inf, low_inclusive=False)
 

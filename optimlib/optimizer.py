@@ -312,10 +312,7 @@ class Optimizer(torch.optim.Optimizer):
         name = type(self).__name__
         if self.fused_update is None:
             check_implemented(name, {"fused": group.get("fused")})
-        if self.defaults.get("differentiable"):
-            raise RuntimeError("`fused` does not support `differentiable`")
-        if group.get("foreach"):
-            raise RuntimeError("`fused` and `foreach` cannot be `True` together.")
+        check_fused_options({**group, "differentiable": self.defaults.get("differentiable")})
         check_fused_params(params)
         if self.supports_sparse and any(p.grad is not None and p.grad.is_sparse for p in params):
             raise RuntimeError(self.fused_sparse_gradient_error)
@@ -364,8 +361,8 @@ class Optimizer(torch.optim.Optimizer):
             )
         fused = bool(group.get("fused")) and self.fused_update is not None
         states = self.states(params, group)
-        if fused:
-            _counters_on_devices(params, states)
+        if self.fused_update is not None:
+            _place_counters(params, states, fused)
         if torch.is_grad_enabled():  # differentiable=True
             _keep_earlier_state(states)
         state_lists: list[list[Any]] = [
@@ -493,21 +490,22 @@ class Optimizer(torch.optim.Optimizer):
 _AMP_ARGUMENTS = ("grad_scale", "found_inf")
 
 
-def _counters_on_devices(params: list[Tensor], states: list[dict[str, Any]]) -> None:
-    """A fused step's ``step`` counters in float32 on their parameters' devices.
+def _place_counters(params: list[Tensor], states: list[dict[str, Any]], fused: bool) -> None:
+    """``step`` counters where the group's update reads them.
 
-    They are created there (:func:`counter`); this moves those of a group that
-    switched ``fused`` on after its first steps, as torch.optim's
-    ``load_state_dict`` moves them for a fused group.
+    A fused step reads them in float32 on the parameters' devices, the for-loop
+    and foreach paths as numbers from the CPU (:func:`counter` creates them so);
+    this moves those of a group that switched ``fused`` on or off after its first
+    steps, as torch.optim's ``load_state_dict`` moves them for a fused group.
     """
     for param, state in zip(params, states, strict=True):
         step = state.get("step")
-        # get_device(): -1 on the CPU, else the index; cheaper than comparing devices
-        # (a fused group's parameters are all on one kind of device with fused kernels).
-        if isinstance(step, Tensor) and (
-            step.dtype is not torch.float32 or step.get_device() != param.get_device()
-        ):
-            state["step"] = step.to(device=param.device, dtype=torch.float32)
+        if not isinstance(step, Tensor):
+            continue
+        # get_device(): -1 on the CPU, else the index; cheaper than comparing devices.
+        dtype, device_index = (torch.float32, param.get_device()) if fused else (scalar_dtype(), -1)
+        if step.dtype is not dtype or step.get_device() != device_index:
+            state["step"] = step.to(device=param.device if fused else "cpu", dtype=dtype)
 
 
 def _detached(value: Any) -> Any:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from optimlib._foreach import is_dtensor
+from optimlib._foreach import foreach_copy_
 from optimlib._functional import advance
 from optimlib._validation import check_common, check_etas, check_range
 from optimlib.optimizer import Optimizer, ParamsT, counter, defaults_from, filled, spec, zeros
@@ -71,11 +71,7 @@ def rprop_foreach(
     for direction, factor in zip(directions, factors, strict=True):
         direction.masked_fill_(factor.eq(etaminus), 0)
     torch._foreach_addcmul_(params, torch._foreach_sign(directions), deltas, value=-1)
-    if is_dtensor(prevs[0]):  # DTensor has no rule for _foreach_copy_
-        for prev, direction in zip(prevs, directions, strict=True):
-            prev.copy_(direction)
-    else:  # and torch 2.13's compiler can drop a copy_ into a 0-d tensor
-        torch._foreach_copy_(prevs, directions)
+    foreach_copy_(prevs, directions)
 
 
 class Rprop(Optimizer):

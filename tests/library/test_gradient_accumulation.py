@@ -95,7 +95,9 @@ def test_accumulated_micro_batches_equal_the_full_batch(name, sizes, weighting, 
         torch.testing.assert_close(q.grad, p.grad, rtol=1e-11, atol=1e-13)
     full_state = full_optimizer.state_dict()["state"]
     accumulated_state = accumulated_optimizer.state_dict()["state"]
+    assert accumulated_state.keys() == full_state.keys()
     for index, state in full_state.items():
+        assert accumulated_state[index].keys() == state.keys()
         for key, value in state.items():
             torch.testing.assert_close(accumulated_state[index][key], value, rtol=1e-11, atol=1e-13)
 
