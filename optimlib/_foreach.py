@@ -82,7 +82,9 @@ def is_dtensor(tensor: Tensor) -> bool:
     return module is not None and isinstance(tensor, module.DTensor)
 
 
-def foreach_copy_(targets: list[Tensor], sources: list[Tensor]) -> None:
+def foreach_copy_(
+    targets: list[Tensor] | tuple[Tensor, ...], sources: list[Tensor] | tuple[Tensor, ...]
+) -> None:
     """``torch._foreach_copy_``, or one ``copy_`` per tensor where any is a DTensor.
 
     DTensor has no rule for ``_foreach_copy_``. The foreach kernel stays the
