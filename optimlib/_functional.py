@@ -9,6 +9,8 @@ variations on one another's code.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import TypeGuard
 
 import torch
@@ -38,6 +40,61 @@ def overwritable(tensor: Tensor) -> Tensor:
     same distinction.
     """
     return tensor.clone() if torch.is_grad_enabled() and tensor.requires_grad else tensor
+
+
+def add_scaled_(tensor: Tensor, other: Tensor, scale: float) -> Tensor:
+    r""":math:`x \leftarrow x + s\, y` in place: ``tensor.add_(other, alpha=scale)``.
+
+    While ``torch.compile`` traces optimlib's fused path, a scale that changes
+    from step to step (an ``lr``, a bias correction) is a 0-d tensor (see
+    :func:`as_number`). torch's number-only arguments (``alpha=``, ``value=``)
+    must not receive it: torch 2.14's compiler sometimes bakes such a tensor
+    into the compiled code as a constant, without a guard. So a tensor scale
+    multiplies instead, as torch.optim's capturable paths do. Outside compiled
+    code the number-only argument is used, whatever the scale, as before.
+    """
+    if tracing_fused() and isinstance(scale, Tensor):
+        return tensor.add_(other * scale)
+    return tensor.add_(other, alpha=scale)
+
+
+def addcdiv_scaled_(tensor: Tensor, numerator: Tensor, denominator: Tensor, scale: float) -> Tensor:
+    r""":math:`x \leftarrow x + s\, a / b` in place: ``tensor.addcdiv_(a, b, value=scale)``.
+
+    A tensor ``scale`` multiplies instead (see :func:`add_scaled_`).
+    """
+    if tracing_fused() and isinstance(scale, Tensor):
+        return tensor.add_(numerator / denominator * scale)
+    return tensor.addcdiv_(numerator, denominator, value=scale)
+
+
+def lerp_toward_(tensor: Tensor, end: Tensor, weight: float) -> Tensor:
+    r""":math:`x \leftarrow x + w (e - x)` in place: ``tensor.lerp_(end, weight)``.
+
+    A tensor ``weight`` (see :func:`add_scaled_`) is cast to the tensor's dtype,
+    as ``lerp_`` requires.
+    """
+    if tracing_fused() and isinstance(weight, Tensor):
+        return tensor.lerp_(end, weight.to(tensor.dtype))
+    return tensor.lerp_(end, weight)
+
+
+def larger(a: float, b: float) -> float:
+    """``max(a, b)``; while compiling, where either may be a 0-d tensor, without a host read."""
+    if tracing_fused() and (isinstance(a, Tensor) or isinstance(b, Tensor)):
+        return torch.maximum(_float64(a), _float64(b))  # type: ignore[return-value]
+    return max(a, b)
+
+
+def smaller(a: float, b: float) -> float:
+    """``min(a, b)``; while compiling, where either may be a 0-d tensor, without a host read."""
+    if tracing_fused() and (isinstance(a, Tensor) or isinstance(b, Tensor)):
+        return torch.minimum(_float64(a), _float64(b))  # type: ignore[return-value]
+    return min(a, b)
+
+
+def _float64(value: float | Tensor) -> Tensor:
+    return torch.as_tensor(value, dtype=torch.float64)
 
 
 def descent_direction(
@@ -124,6 +181,44 @@ def bias_correction(decay: float, step: float) -> float:
     return 1 - decay**step
 
 
+_tracing_fused = False
+
+
+@contextlib.contextmanager
+def fused_tracing() -> Iterator[None]:
+    """Marks the calls of optimlib's compiled fused path (``optimlib._compiled``)."""
+    global _tracing_fused
+    before, _tracing_fused = _tracing_fused, True
+    try:
+        yield
+    finally:
+        _tracing_fused = before
+
+
+def tracing_fused() -> bool:
+    """Whether ``torch.compile`` is tracing a for-loop for optimlib's compiled ``fused=True``.
+
+    Then the values that change from step to step are 0-d tensors (see
+    :func:`as_number`), and the helpers here use tensor arithmetic for them. A
+    step compiled some other way (``torch.compile(optimizer.step)``) reads
+    numbers, as it always has.
+    """
+    return _tracing_fused and torch.compiler.is_compiling()
+
+
+def as_number(value: Tensor) -> float:
+    """A 0-d tensor's value, for arithmetic on numbers.
+
+    While the compiled fused path is traced (:func:`tracing_fused`), it is a
+    float64 copy of the tensor instead: the arithmetic is then done in the
+    same double precision, and the compiled code neither synchronises with the
+    device nor compiles again for each new value.
+    """
+    if tracing_fused():
+        return value.to(torch.float64, copy=True)  # type: ignore[return-value]
+    return value.item()
+
+
 def advance(steps: list[Tensor]) -> list[float]:
     """Add one to each step counter and return the new counts as numbers.
 
@@ -135,7 +230,7 @@ def advance(steps: list[Tensor]) -> list[float]:
     counts = []
     for step in steps:
         step += 1
-        counts.append(step.item())
+        counts.append(as_number(step))
     return counts
 
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from optimlib._compiled import compiled_fused
 from optimlib._functional import (
+    add_scaled_,
     advance,
     descent_direction,
     foreach_descent_direction,
@@ -40,7 +42,7 @@ def adadelta_for_loop(
         std = square_avg.add(eps).sqrt_()
         delta = overwritable(acc_delta.add(eps).sqrt_()).div_(std).mul_(direction)
         update_square_average(acc_delta, delta, decay=rho)
-        param.add_(delta, alpha=-lr)
+        add_scaled_(param, delta, -lr)
 
 
 def adadelta_foreach(
@@ -92,6 +94,7 @@ class Adadelta(Optimizer):
 
     state_spec = spec(square_avg=zeros(), acc_delta=zeros(), step=counter())
     for_loop_update, foreach_update = adadelta_for_loop, adadelta_foreach
+    fused_update = compiled_fused(adadelta_for_loop)
 
     def __init__(
         self,
@@ -105,6 +108,7 @@ class Adadelta(Optimizer):
         capturable: bool = False,
         maximize: bool = False,
         differentiable: bool = False,
+        fused: bool | None = None,
     ) -> None:
         check_common(lr, eps, weight_decay, foreach=foreach, maximize=maximize)
         check_range("rho", rho, 0.0, 1.0)

@@ -8,12 +8,18 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from optimlib._compiled import compiled_fused
 from optimlib._functional import (
+    add_scaled_,
     advance,
+    as_number,
     decay_weights,
     descent_direction,
     foreach_decay_weights,
     foreach_descent_direction,
+    larger,
+    lerp_toward_,
+    smaller,
 )
 from optimlib._validation import _as_number, check_bool, check_foreach
 from optimlib.optimizer import (
@@ -34,13 +40,13 @@ def _rms(tensor: Tensor) -> float:
     Read back to the host (a synchronisation on a GPU), as torch.optim reads
     it: the step size and the clipping factor are computed in Python.
     """
-    return tensor.norm(2).item() / (tensor.numel() ** 0.5)
+    return as_number(tensor.norm(2)) / (tensor.numel() ** 0.5)
 
 
 def _clipping_factor(update: Tensor, d: float) -> float:
     r""":math:`\max(1, \mathrm{RMS}(U) / d)`, rounded as torch rounds it: one division by
     :math:`\sqrt{n}\, d`."""
-    return max(1.0, update.norm(2).item() / ((update.numel() ** 0.5) * d))
+    return larger(1.0, as_number(update.norm(2)) / ((update.numel() ** 0.5) * d))
 
 
 def _mean_square(direction: Tensor, dim: int) -> Tensor:
@@ -77,21 +83,21 @@ def adafactor_for_loop(
     eps1, eps2 = eps
     for i, (param, grad, step) in enumerate(zip(params, grads, advance(steps), strict=True)):
         direction = descent_direction(param, grad, weight_decay=0, maximize=maximize)
-        relative_step = min(lr, 1 / step**0.5)
-        step_size = max(eps2, _rms(param)) * relative_step  # before the weights decay
+        relative_step = smaller(lr, 1 / step**0.5)
+        step_size = larger(eps2, _rms(param)) * relative_step  # before the weights decay
         decay_weights(param, lr=lr, weight_decay=weight_decay)
         new_weight = step**beta2_decay  # 1 - beta2_t
         if direction.dim() > 1:
             row_var, col_var = row_vars[i], col_vars[i]
-            row_var.lerp_(_mean_square(direction, -1), new_weight)
-            col_var.lerp_(_mean_square(direction, -2), new_weight)
+            lerp_toward_(row_var, _mean_square(direction, -1), new_weight)
+            lerp_toward_(col_var, _mean_square(direction, -2), new_weight)
             variance = row_var @ col_var
             variance.div_(row_var.mean(dim=-2, keepdim=True).clamp_(min=eps1))
         else:
-            variances[i].lerp_(direction * direction, new_weight)
+            lerp_toward_(variances[i], direction * direction, new_weight)
             variance = variances[i].clone()
         update = variance.clamp_(min=eps1 * eps1).rsqrt_().mul_(direction)
-        param.add_(update, alpha=float(-step_size / _clipping_factor(update, d)))
+        add_scaled_(param, update, -step_size / _clipping_factor(update, d))
 
 
 def adafactor_foreach(
@@ -210,6 +216,7 @@ class Adafactor(Optimizer):
         step=counter(),
     )
     for_loop_update, foreach_update = adafactor_for_loop, adafactor_foreach
+    fused_update = compiled_fused(adafactor_for_loop, flatten=False)
 
     def __init__(
         self,
@@ -222,6 +229,7 @@ class Adafactor(Optimizer):
         *,
         foreach: bool | None = None,
         maximize: bool = False,
+        fused: bool | None = None,
     ) -> None:
         if isinstance(lr, Tensor) and lr.numel() != 1:
             raise ValueError("Tensor lr must be 1-element")

@@ -5,8 +5,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from optimlib._compiled import compiled_fused
 from optimlib._foreach import numbers
 from optimlib._functional import (
+    addcdiv_scaled_,
     advance,
     bias_correction,
     descent_direction,
@@ -40,7 +42,7 @@ def adamax_for_loop(
         direction = descent_direction(param, grad, weight_decay=weight_decay, maximize=maximize)
         update_average(exp_avg, direction, decay=beta1)
         update_maximum(exp_inf.mul_(beta2), direction.abs().add_(eps))
-        param.addcdiv_(exp_avg, exp_inf, value=-lr / bias_correction(beta1, step))
+        addcdiv_scaled_(param, exp_avg, exp_inf, -lr / bias_correction(beta1, step))
 
 
 def adamax_foreach(
@@ -87,6 +89,7 @@ class Adamax(Optimizer):
 
     state_spec = spec(exp_avg=zeros(), exp_inf=zeros(), step=counter())
     for_loop_update, foreach_update = adamax_for_loop, adamax_foreach
+    fused_update = compiled_fused(adamax_for_loop)
 
     def __init__(
         self,
@@ -100,6 +103,7 @@ class Adamax(Optimizer):
         maximize: bool = False,
         differentiable: bool = False,
         capturable: bool = False,
+        fused: bool | None = None,
     ) -> None:
         check_common(lr, eps, weight_decay, foreach=foreach, maximize=maximize)
         check_betas(betas)

@@ -5,7 +5,16 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from optimlib._functional import advance, descent_direction, foreach_descent_direction
+from optimlib._compiled import compiled_fused
+from optimlib._functional import (
+    add_scaled_,
+    advance,
+    as_number,
+    descent_direction,
+    foreach_descent_direction,
+    larger,
+    tracing_fused,
+)
 from optimlib._validation import check_common, check_non_negative
 from optimlib.optimizer import Optimizer, ParamsT, defaults_from, scalar_on_device, spec, zeros
 
@@ -15,11 +24,13 @@ def _next_schedule(
 ) -> None:
     """Write :math:`\\eta_t` and :math:`\\mu_t` into their (low-precision) state tensors."""
     eta.fill_(lr / ((1 + lambd * lr * step) ** alpha))
-    mu.fill_(1 / max(1, step - t0))
+    mu.fill_(1 / larger(1, step - t0))
 
 
 def _average(ax: Tensor, param: Tensor, mu: Tensor) -> None:
-    if mu.item() != 1:
+    if tracing_fused():  # compiled (fused=True): both, chosen without a host read
+        ax.copy_(torch.where(mu != 1, ax + (param - ax) * mu, param))
+    elif mu.item() != 1:
         ax.add_(param.sub(ax).mul_(mu))
     else:
         ax.copy_(param)
@@ -45,9 +56,9 @@ def asgd_for_loop(
         params, grads, axs, etas, mus, advance(steps), strict=True
     ):
         direction = descent_direction(param, grad, weight_decay=weight_decay, maximize=maximize)
-        step_size = eta.item()
+        step_size = as_number(eta)
         param.mul_(1 - lambd * step_size)
-        param.add_(direction, alpha=-step_size)
+        add_scaled_(param, direction, -step_size)
         _average(ax, param, mu)
         _next_schedule(eta, mu, lr=lr, lambd=lambd, alpha=alpha, t0=t0, step=step)
 
@@ -104,6 +115,7 @@ class ASGD(Optimizer):
         ax=zeros(), eta=scalar_on_device("lr"), mu=scalar_on_device(1.0), step=scalar_on_device(0.0)
     )
     for_loop_update, foreach_update = asgd_for_loop, asgd_foreach
+    fused_update = compiled_fused(asgd_for_loop)
 
     def __init__(
         self,
@@ -117,6 +129,7 @@ class ASGD(Optimizer):
         maximize: bool = False,
         differentiable: bool = False,
         capturable: bool = False,
+        fused: bool | None = None,
     ) -> None:
         check_common(lr, weight_decay=weight_decay, foreach=foreach, maximize=maximize)
         check_non_negative("lambd", lambd)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from optimlib._compiled import compiled_fused
 from optimlib._functional import (
+    add_scaled_,
     decay_weights,
     descent_direction,
     foreach_decay_weights,
@@ -33,7 +35,7 @@ def lion_for_loop(
         direction = descent_direction(param, grad, weight_decay=0, maximize=maximize)
         decay_weights(param, lr=lr, weight_decay=weight_decay)
         interpolated = exp_avg.lerp(direction, 1 - beta1)
-        param.add_(interpolated.sign_(), alpha=-lr)
+        add_scaled_(param, interpolated.sign_(), -lr)
         update_average(exp_avg, direction, decay=beta2)
 
 
@@ -77,6 +79,7 @@ class Lion(Optimizer):
 
     state_spec = spec(exp_avg=zeros())
     for_loop_update, foreach_update = lion_for_loop, lion_foreach
+    fused_update = compiled_fused(lion_for_loop)
 
     def __init__(
         self,
@@ -87,6 +90,7 @@ class Lion(Optimizer):
         *,
         maximize: bool = False,
         foreach: bool | None = None,
+        fused: bool | None = None,
     ) -> None:
         check_common(lr, weight_decay=weight_decay, foreach=foreach, maximize=maximize)
         check_betas(betas)

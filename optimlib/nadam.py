@@ -5,9 +5,12 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from optimlib._compiled import compiled_fused
 from optimlib._foreach import numbers
 from optimlib._functional import (
+    addcdiv_scaled_,
     advance,
+    as_number,
     bias_correction,
     foreach_regularized_direction,
     foreach_update_moments,
@@ -35,7 +38,7 @@ def _nesterov_coefficients(
     mu = momentum_schedule(beta1, momentum_decay, step)
     mu_next = momentum_schedule(beta1, momentum_decay, step + 1)
     mu_product *= mu
-    product = mu_product.item()
+    product = as_number(mu_product)
     gradient_weight = -lr * (1.0 - mu) / (1.0 - product)
     momentum_weight = (-lr * mu_next) / (1.0 - product * mu_next)
     return gradient_weight, momentum_weight
@@ -74,8 +77,8 @@ def nadam_for_loop(
         update_moments(exp_avgs[i], exp_avg_sqs[i], direction, beta1=beta1, beta2=beta2)
         denominator = overwritable(exp_avg_sqs[i].div(bias_correction(beta2, step)).sqrt())
         denominator.add_(eps)
-        param.addcdiv_(direction, denominator, value=gradient_weight)
-        param.addcdiv_(exp_avgs[i], denominator, value=momentum_weight)
+        addcdiv_scaled_(param, direction, denominator, gradient_weight)
+        addcdiv_scaled_(param, exp_avgs[i], denominator, momentum_weight)
 
 
 def nadam_foreach(
@@ -141,6 +144,7 @@ class NAdam(Optimizer):
 
     state_spec = spec(exp_avg=zeros(), exp_avg_sq=zeros(), mu_product=counter(1.0), step=counter())
     for_loop_update, foreach_update = nadam_for_loop, nadam_foreach
+    fused_update = compiled_fused(nadam_for_loop)
 
     def __init__(
         self,
@@ -156,6 +160,7 @@ class NAdam(Optimizer):
         maximize: bool = False,
         capturable: bool = False,
         differentiable: bool = False,
+        fused: bool | None = None,
     ) -> None:
         check_common(lr, eps, weight_decay, foreach=foreach, maximize=maximize)
         check_betas(betas)

@@ -212,6 +212,9 @@ class Optimizer(torch.optim.Optimizer):
                 f"Invalid foreach=True: optimlib.{type(self).__name__} has no foreach "
                 "implementation (use foreach=None or False)"
             )
+        if not defaults.get("fused") and getattr(self.fused_update, "compiles_for_loop", False):
+            # torch's twin has no fused option: its groups, and so ours, lack the key.
+            defaults = {name: value for name, value in defaults.items() if name != "fused"}
         super().__init__(check_params(params), defaults)
         check_fused_options(defaults)
         if defaults.get("fused"):

@@ -7,6 +7,7 @@ import math
 import torch
 from torch import Tensor
 
+from optimlib._compiled import compiled_fused
 from optimlib._functional import (
     advance,
     bias_correction,
@@ -31,6 +32,9 @@ def rectification(beta2: float, step: float) -> float | None:
     """
     rho_inf = 2 / (1 - beta2) - 1
     rho_t = rho_inf - 2 * step * (beta2**step) / bias_correction(beta2, step)
+    if isinstance(rho_t, Tensor):  # compiled (fused=True): r_t = 0 stands for None
+        ratio = (rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t)
+        return torch.where(rho_t > 5.0, ratio.clamp(min=0).sqrt(), 0.0)  # type: ignore[return-value]
     if rho_t <= 5.0:
         return None
     return math.sqrt((rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t))
@@ -70,7 +74,11 @@ def radam_for_loop(
             adaptive = bias_correction(beta2, step) ** 0.5 / overwritable(
                 exp_avg_sqs[i].sqrt()
             ).add_(eps)
-            param.add_(update * lr * adaptive * rectifier, alpha=-1.0)
+            if isinstance(rectifier, Tensor):  # compiled: no branch on the count
+                rectified = torch.where(rectifier > 0, adaptive * rectifier, 1.0)
+                param.add_(update * lr * rectified, alpha=-1.0)
+            else:
+                param.add_(update * lr * adaptive * rectifier, alpha=-1.0)
 
 
 def radam_foreach(
@@ -139,6 +147,7 @@ class RAdam(Optimizer):
     learnable_hyperparameters = ("lr", "weight_decay")
     state_spec = spec(exp_avg=zeros(), exp_avg_sq=zeros(), step=counter())
     for_loop_update, foreach_update = radam_for_loop, radam_foreach
+    fused_update = compiled_fused(radam_for_loop)
 
     def __init__(
         self,
@@ -153,6 +162,7 @@ class RAdam(Optimizer):
         maximize: bool = False,
         capturable: bool = False,
         differentiable: bool = False,
+        fused: bool | None = None,
     ) -> None:
         check_common(lr, eps, weight_decay, foreach=foreach, maximize=maximize)
         check_betas(betas)

@@ -5,7 +5,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from optimlib._compiled import compiled_fused
 from optimlib._functional import (
+    add_scaled_,
+    addcdiv_scaled_,
     advance,
     descent_direction,
     foreach_descent_direction,
@@ -56,9 +59,9 @@ def rmsprop_for_loop(
         rms = overwritable(rms).add_(eps)
         if momentum > 0:
             momentum_buffers[i].mul_(momentum).addcdiv_(direction, rms)
-            param.add_(momentum_buffers[i], alpha=-lr)
+            add_scaled_(param, momentum_buffers[i], -lr)
         else:
-            param.addcdiv_(direction, rms, value=-lr)
+            addcdiv_scaled_(param, direction, rms, -lr)
 
 
 def rmsprop_foreach(
@@ -126,6 +129,7 @@ class RMSprop(Optimizer):
         step=counter(),
     )
     for_loop_update, foreach_update = rmsprop_for_loop, rmsprop_foreach
+    fused_update = compiled_fused(rmsprop_for_loop)
 
     def __init__(
         self,
@@ -140,6 +144,7 @@ class RMSprop(Optimizer):
         foreach: bool | None = None,
         maximize: bool = False,
         differentiable: bool = False,
+        fused: bool | None = None,
     ) -> None:
         check_common(lr, eps, weight_decay, centered=centered, foreach=foreach, maximize=maximize)
         check_non_negative("momentum", momentum)

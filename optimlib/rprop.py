@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from optimlib._compiled import compiled_fused
 from optimlib._foreach import foreach_copy_
 from optimlib._functional import advance
 from optimlib._validation import check_common, check_etas, check_range
@@ -98,6 +99,7 @@ class Rprop(Optimizer):
 
     state_spec = spec(prev=zeros(), step_size=filled("lr"), step=counter())
     for_loop_update, foreach_update = rprop_for_loop, rprop_foreach
+    fused_update = compiled_fused(rprop_for_loop, tensors=())
 
     def __init__(
         self,
@@ -110,6 +112,7 @@ class Rprop(Optimizer):
         foreach: bool | None = None,
         maximize: bool = False,
         differentiable: bool = False,
+        fused: bool | None = None,
     ) -> None:
         check_common(lr, foreach=foreach, maximize=maximize)
         check_etas(etas)

@@ -15,7 +15,13 @@ import torch
 from torch import Tensor
 
 from optimlib import swa_utils
-from optimlib._functional import foreach_update_square_average, update_square_average
+from optimlib._compiled import compiled_fused
+from optimlib._functional import (
+    add_scaled_,
+    foreach_update_square_average,
+    lerp_toward_,
+    update_square_average,
+)
 from optimlib._validation import check_betas, check_common, check_integer, check_non_negative
 from optimlib.optimizer import Optimizer, ParamsT, State, UpdateFn, defaults_from, spec, zeros
 
@@ -53,9 +59,9 @@ def schedule_free_adamw_for_loop(
         direction = grad / exp_avg_sq.sqrt().add_(eps)
         if weight_decay != 0:
             direction.add_(y, alpha=weight_decay)
-        y.lerp_(z, average_weight)
-        y.add_(direction, alpha=step_size * (beta1 * (1 - average_weight) - 1))
-        z.sub_(direction, alpha=step_size)
+        lerp_toward_(y, z, average_weight)
+        add_scaled_(y, direction, step_size * (beta1 * (1 - average_weight) - 1))
+        add_scaled_(z, direction, -step_size)
 
 
 def schedule_free_adamw_foreach(
@@ -185,6 +191,9 @@ class ScheduleFreeAdamW(Optimizer):
 
     state_spec = spec(z=copy_of_param(), exp_avg_sq=zeros())
     for_loop_update, foreach_update = schedule_free_adamw_for_loop, schedule_free_adamw_foreach
+    fused_update = compiled_fused(
+        schedule_free_adamw_for_loop, tensors=("step_size", "average_weight")
+    )
 
     def __init__(
         self,
@@ -198,6 +207,7 @@ class ScheduleFreeAdamW(Optimizer):
         weight_lr_power: float = 2.0,
         *,
         foreach: bool | None = None,
+        fused: bool | None = None,
     ) -> None:
         check_common(lr, eps, weight_decay, foreach=foreach)
         beta1, _ = check_betas(betas)
@@ -212,6 +222,9 @@ class ScheduleFreeAdamW(Optimizer):
         defaults = defaults_from(locals())
         defaults.update(k=0, train_mode=True, weight_sum=0.0, lr_max=0.0, scheduled_lr=0.0)
         super().__init__(params, defaults)
+        # A step advances the groups' clocks before any update, so a skipped step
+        # must be skipped whole: GradScaler then checks for infs itself.
+        self._step_supports_amp_scaling = False
 
     # ------------------------------------------------------------------ modes
 

@@ -386,8 +386,8 @@ ADAFACTOR_INFO = OptimizerInfo(
         ({"weight_decay": -0.1}, ValueError, r"^weight_decay should be >= 0 but is: -0\.1$"),
         ({"foreach": "yes"}, TypeError, r"Invalid foreach: 'yes'"),
         ({"maximize": "no"}, TypeError, r"Invalid maximize"),
-        # torch.optim.Adafactor has neither option.
-        ({"fused": True}, TypeError, r"unexpected keyword argument 'fused'"),
+        # torch.optim.Adafactor has neither option (fused=True is optimlib's compiled
+        # for-loop, tested in test_compiled_fused.py).
         ({"differentiable": True}, TypeError, r"unexpected keyword argument 'differentiable'"),
     ),
     unimplemented=(),

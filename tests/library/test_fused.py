@@ -29,7 +29,7 @@ from torch import Tensor
 
 from optimlib.adam import Adam
 from optimlib.optimizer import Optimizer
-from optimlib.rmsprop import RMSprop
+from optimlib.random_scale_sgd import RandomScaleSGD
 from optimlib.sgd import SGD
 from tests.library.optimizer_cases import (
     ADAGRAD_INFO,
@@ -461,8 +461,8 @@ def test_an_overflow_at_the_first_step_leaves_no_momentum_buffer(device):
 
 
 def test_algorithms_without_a_fused_update_still_refuse_it():
-    """RMSprop has no fused kernel (nor a fused argument): the base class refuses the option."""
-    optimizer = RMSprop.__new__(RMSprop)
+    """RandomScaleSGD has no fused update (nor a fused argument): the base class refuses it."""
+    optimizer = RandomScaleSGD.__new__(RandomScaleSGD)
     weight = torch.ones(2, requires_grad=True)
     with pytest.raises(NotImplementedError, match="does not implement fused=True"):
         Optimizer.__init__(optimizer, [weight], {"lr": 0.01, "fused": True})

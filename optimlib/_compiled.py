@@ -1,0 +1,208 @@
+"""``fused=True`` without a hand-written kernel: the for-loop, compiled.
+
+torch ships fused kernels for four algorithms only (``optimlib._fused``). For
+every other first-order optimizer, optimlib's fused path hands the readable
+for-loop itself to ``torch.compile``, whose compiler (Inductor) turns the chain
+of element-wise operations on each tensor into one loop that reads and writes
+each array once. The for-loop stays the one source of truth: there is no
+second copy of the arithmetic to keep in step with it.
+
+How the compiled code is kept small, and free of recompilation:
+
+- **One graph serves every model.** The for-loop is compiled for a *chunk* of
+  tensors, not for the whole model (compiling a 160-tensor step as one graph
+  takes minutes on a small CPU). A chunk holds at most :data:`CHUNK` tensors;
+  the rest of a bucket is split into chunks of 4, 2 and 1, so at most four
+  graphs exist per configuration, whatever the number of parameters. Each
+  tensor is viewed as one-dimensional and compiled with symbolic sizes
+  (``dynamic=True``), so one graph serves tensors of every size and shape.
+- **Values that change are tensors.** The learning rate and the step counts
+  reach the compiled code as 0-d float64 tensors (``advance`` returns the
+  counters themselves while compiling), so a scheduler's new ``lr`` and each
+  new step reuse the same code. Options that select a branch of the
+  for-loop (``momentum > 0``, ``centered``, ``weight_decay != 0``) stay
+  numbers, and a change of one of them compiles again.
+- **Tensors the compiled loop would specialise on run the for-loop**:
+  tensors with fewer than two elements (the compiler treats sizes 0 and 1 as
+  constants) and tensors that are not contiguous.
+
+``grad_scale`` and ``found_inf`` follow torch's fused kernels: gradients are
+divided by ``grad_scale`` in place (inside the compiled loop), and nothing
+changes when ``found_inf`` is set. Reading ``found_inf`` costs one host
+synchronisation on a GPU, as ``GradScaler`` itself pays for an optimizer
+without a fused path.
+
+The compiled code is kept in torch's on-disk cache, so a second process
+compiles from cache in a fraction of the first's time.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from optimlib._foreach import group_by_device_and_dtype
+from optimlib._functional import fused_tracing
+
+#: The largest number of tensors one compiled call updates.
+CHUNK = 8
+#: Room for the graphs of several chunk sizes, dtypes and options of one update.
+_RECOMPILE_LIMIT = 64
+
+
+def chunk_sizes(count: int) -> list[int]:
+    """Split ``count`` tensors into chunks of ``CHUNK``, then of 4, 2 and 1 (at most one each)."""
+    sizes = [CHUNK] * (count // CHUNK)
+    rest = count % CHUNK
+    size = CHUNK // 2
+    while rest:
+        if rest >= size:
+            sizes.append(size)
+            rest -= size
+        size //= 2
+    return sizes
+
+
+def _flat(value: Any, flatten: bool) -> Any:
+    """A tensor, detached, and as a vector if it has two or more dimensions.
+
+    Detached, so that the compiler sees plain tensors whatever requires grad
+    (a fused step is never differentiable); a 0-d counter keeps its shape.
+    """
+    if not isinstance(value, Tensor):
+        return value
+    value = value.detach()
+    return value.view(-1) if flatten and value.dim() > 1 else value
+
+
+def _compilable(param: Tensor) -> bool:
+    return param.numel() > 1 and param.is_contiguous()
+
+
+def _unscale_and_update(
+    for_loop: Callable[..., None],
+    params: list[Tensor],
+    grads: list[Tensor],
+    states: list[list[Any]],
+    grad_scale: Tensor | None,
+    hyperparameters: dict[str, Any],
+    values: dict[str, Tensor],
+) -> None:
+    """The function ``torch.compile`` sees: unscaling, then the for-loop, on one chunk.
+
+    ``values`` are the hyperparameters given as tensors. They are cloned here
+    because torch 2.14's compiler bakes a tensor that is an *input* of the
+    graph into the code as a constant when an operation takes it as a number
+    (``z.sub_(d, alpha=step_size)``), with no guard: later values would be
+    ignored. A tensor computed inside the graph is read at every call.
+    """
+    if grad_scale is not None:
+        for grad in grads:
+            grad.div_(grad_scale)
+    copies = {name: value.clone() for name, value in values.items()}
+    for_loop(params, grads, *states, **hyperparameters, **copies)
+
+
+@functools.cache
+def _compiled() -> Callable[..., None]:
+    return torch.compile(_unscale_and_update, dynamic=True)
+
+
+def _as_tensor(value: Any) -> Tensor:
+    if isinstance(value, Tensor):
+        return value.detach()
+    return torch.tensor(float(value), dtype=torch.float64)
+
+
+def compiled_fused(
+    for_loop: Callable[..., None],
+    *,
+    flatten: bool = True,
+    tensors: tuple[str, ...] = ("lr",),
+) -> Callable[..., None]:
+    """The fused update of ``for_loop``: its signature plus ``grad_scale`` and ``found_inf``.
+
+    ``tensors`` names the hyperparameters passed to the compiled code as 0-d
+    tensors, those that change from step to step (a scheduled ``lr``).
+    ``flatten=False`` keeps each tensor's shape, for a for-loop that branches on
+    it (Adafactor factors the second moment of a matrix); then one graph is
+    compiled per number of dimensions as well.
+    """
+
+    def fused(
+        params: list[Tensor],
+        grads: list[Tensor],
+        *states: list[Any],
+        grad_scale: Tensor | None = None,
+        found_inf: Tensor | None = None,
+        **hyperparameters: Any,
+    ) -> None:
+        if found_inf is not None and bool(found_inf):
+            return
+        values = {name: _as_tensor(hyperparameters.pop(name)) for name in tensors}
+        lists = [params, grads, *states]
+        if torch.compiler.is_compiling():  # already inside a compiled step: trace it there
+            _unscale_and_update(
+                for_loop, params, grads, list(states), grad_scale, hyperparameters, values
+            )
+            return
+        with torch._dynamo.config.patch(recompile_limit=_RECOMPILE_LIMIT), fused_tracing():
+            for _, (p, g, *s) in group_by_device_and_dtype(lists):
+                _update_bucket(for_loop, flatten, p, g, s, grad_scale, hyperparameters, values)
+
+    fused.compiles_for_loop = True  # type: ignore[attr-defined]
+    fused.__name__ = for_loop.__name__.replace("_for_loop", "_fused")
+    fused.__qualname__ = fused.__name__
+    fused.__doc__ = f":func:`{for_loop.__module__}.{for_loop.__name__}`, compiled (``fused=True``)."
+    fused.__module__ = for_loop.__module__
+    signature = inspect.signature(for_loop)
+    amp = [
+        inspect.Parameter(
+            name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Tensor | None
+        )
+        for name in ("grad_scale", "found_inf")
+    ]
+    fused.__signature__ = signature.replace(  # type: ignore[attr-defined]
+        parameters=[*signature.parameters.values(), *amp]
+    )
+    return fused
+
+
+def _update_bucket(
+    for_loop: Callable[..., None],
+    flatten: bool,
+    params: list[Tensor],
+    grads: list[Tensor],
+    states: list[list[Any]],
+    grad_scale: Tensor | None,
+    hyperparameters: dict[str, Any],
+    values: dict[str, Tensor],
+) -> None:
+    """One device and dtype: compiled chunks, and the for-loop for the tensors left over."""
+    scale = None if grad_scale is None else grad_scale.to(params[0].device, non_blocking=True)
+    compiled = [i for i, param in enumerate(params) if _compilable(param)]
+    chosen = set(compiled)
+    leftover = [i for i in range(len(params)) if i not in chosen]
+    if leftover:
+        picked = [[entries[i] for i in leftover] for entries in (params, grads, *states)]
+        _unscale_and_update(
+            for_loop, picked[0], picked[1], picked[2:], scale, hyperparameters, values
+        )
+    # Unflattened tensors are chunked by number of dimensions, so that chunks
+    # repeat a few kinds of graph rather than every mix of them.
+    groups: dict[int, list[int]] = {}
+    for i in compiled:
+        groups.setdefault(0 if flatten else params[i].dim(), []).append(i)
+    lists = (params, grads, *states)
+    for members in groups.values():
+        start = 0
+        for size in chunk_sizes(len(members)):
+            indices = members[start : start + size]
+            start += size
+            chunk = [[_flat(entries[i], flatten) for i in indices] for entries in lists]
+            _compiled()(for_loop, chunk[0], chunk[1], chunk[2:], scale, hyperparameters, values)
