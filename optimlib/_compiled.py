@@ -22,9 +22,16 @@ How the compiled code is kept small, and free of recompilation:
   new step reuse the same code. Options that select a branch of the
   for-loop (``momentum > 0``, ``centered``, ``weight_decay != 0``) stay
   numbers, and a change of one of them compiles again.
+- **No number-only argument gets a tensor.** Given a tensor where an
+  operation takes a Python number (``alpha=``, ``value=``), torch 2.14's
+  compiler sometimes bakes the first value into the code, without a guard.
+  The for-loops go through helpers (``add_scaled_``, ``addcdiv_scaled_``,
+  ``lerp_toward_``, ``larger``, ``smaller`` in ``optimlib._functional``)
+  that multiply instead while this path is traced, and choose with
+  ``torch.where`` where a for-loop branches on a value.
 - **Tensors the compiled loop would specialise on run the for-loop**:
   tensors with fewer than two elements (the compiler treats sizes 0 and 1 as
-  constants) and tensors that are not contiguous.
+  constants), tensors that are not contiguous, and DTensors (FSDP2's shards).
 
 ``grad_scale`` and ``found_inf`` follow torch's fused kernels: gradients are
 divided by ``grad_scale`` in place (inside the compiled loop), and nothing
@@ -46,7 +53,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from optimlib._foreach import group_by_device_and_dtype
+from optimlib import _functional
+from optimlib._foreach import group_by_device_and_dtype, is_dtensor
 from optimlib._functional import fused_tracing
 
 #: The largest number of tensors one compiled call updates.
@@ -55,11 +63,12 @@ CHUNK = 8
 _RECOMPILE_LIMIT = 64
 
 
-def chunk_sizes(count: int) -> list[int]:
-    """Split ``count`` tensors into chunks of ``CHUNK``, then of 4, 2 and 1 (at most one each)."""
-    sizes = [CHUNK] * (count // CHUNK)
-    rest = count % CHUNK
-    size = CHUNK // 2
+def chunk_sizes(count: int, largest: int = CHUNK) -> list[int]:
+    """Split ``count`` tensors into chunks of ``largest`` (a power of two), then of
+    halving sizes, at most one of each."""
+    sizes = [largest] * (count // largest)
+    rest = count % largest
+    size = largest // 2
     while rest:
         if rest >= size:
             sizes.append(size)
@@ -81,7 +90,7 @@ def _flat(value: Any, flatten: bool) -> Any:
 
 
 def _compilable(param: Tensor) -> bool:
-    return param.numel() > 1 and param.is_contiguous()
+    return param.numel() > 1 and param.is_contiguous() and not is_dtensor(param)
 
 
 def _unscale_and_update(
@@ -91,21 +100,12 @@ def _unscale_and_update(
     states: list[list[Any]],
     grad_scale: Tensor | None,
     hyperparameters: dict[str, Any],
-    values: dict[str, Tensor],
 ) -> None:
-    """The function ``torch.compile`` sees: unscaling, then the for-loop, on one chunk.
-
-    ``values`` are the hyperparameters given as tensors. They are cloned here
-    because torch 2.14's compiler bakes a tensor that is an *input* of the
-    graph into the code as a constant when an operation takes it as a number
-    (``z.sub_(d, alpha=step_size)``), with no guard: later values would be
-    ignored. A tensor computed inside the graph is read at every call.
-    """
+    """The function ``torch.compile`` sees: unscaling, then the for-loop, on one chunk."""
     if grad_scale is not None:
         for grad in grads:
             grad.div_(grad_scale)
-    copies = {name: value.clone() for name, value in values.items()}
-    for_loop(params, grads, *states, **hyperparameters, **copies)
+    for_loop(params, grads, *states, **hyperparameters)
 
 
 @functools.cache
@@ -124,6 +124,7 @@ def compiled_fused(
     *,
     flatten: bool = True,
     tensors: tuple[str, ...] = ("lr",),
+    chunk: int = CHUNK,
 ) -> Callable[..., None]:
     """The fused update of ``for_loop``: its signature plus ``grad_scale`` and ``found_inf``.
 
@@ -131,7 +132,9 @@ def compiled_fused(
     tensors, those that change from step to step (a scheduled ``lr``).
     ``flatten=False`` keeps each tensor's shape, for a for-loop that branches on
     it (Adafactor factors the second moment of a matrix); then one graph is
-    compiled per number of dimensions as well.
+    compiled per number of dimensions as well. ``chunk`` is the largest number
+    of tensors per compiled call (a power of two); a smaller one compiles
+    faster, for a for-loop with much code per tensor.
     """
 
     def fused(
@@ -144,16 +147,18 @@ def compiled_fused(
     ) -> None:
         if found_inf is not None and bool(found_inf):
             return
-        values = {name: _as_tensor(hyperparameters.pop(name)) for name in tensors}
-        lists = [params, grads, *states]
         if torch.compiler.is_compiling():  # already inside a compiled step: trace it there
-            _unscale_and_update(
-                for_loop, params, grads, list(states), grad_scale, hyperparameters, values
-            )
+            _unscale_and_update(for_loop, params, grads, list(states), grad_scale, hyperparameters)
             return
+        compiled = {
+            name: _as_tensor(value) if name in tensors else value
+            for name, value in hyperparameters.items()
+        }
         with torch._dynamo.config.patch(recompile_limit=_RECOMPILE_LIMIT), fused_tracing():
-            for _, (p, g, *s) in group_by_device_and_dtype(lists):
-                _update_bucket(for_loop, flatten, p, g, s, grad_scale, hyperparameters, values)
+            for _, (p, g, *s) in group_by_device_and_dtype([params, grads, *states]):
+                _update_bucket(
+                    for_loop, flatten, chunk, p, g, s, grad_scale, hyperparameters, compiled
+                )
 
     fused.compiles_for_loop = True  # type: ignore[attr-defined]
     fused.__name__ = for_loop.__name__.replace("_for_loop", "_fused")
@@ -176,23 +181,26 @@ def compiled_fused(
 def _update_bucket(
     for_loop: Callable[..., None],
     flatten: bool,
+    chunk: int,
     params: list[Tensor],
     grads: list[Tensor],
     states: list[list[Any]],
     grad_scale: Tensor | None,
     hyperparameters: dict[str, Any],
-    values: dict[str, Tensor],
+    compiled_hyperparameters: dict[str, Any],
 ) -> None:
-    """One device and dtype: compiled chunks, and the for-loop for the tensors left over."""
+    """One device and dtype: compiled chunks, and the for-loop for the tensors left over.
+
+    The for-loop gets the hyperparameters as the group holds them; the compiled
+    code gets those that change from step to step as tensors.
+    """
     scale = None if grad_scale is None else grad_scale.to(params[0].device, non_blocking=True)
     compiled = [i for i, param in enumerate(params) if _compilable(param)]
     chosen = set(compiled)
     leftover = [i for i in range(len(params)) if i not in chosen]
     if leftover:
         picked = [[entries[i] for i in leftover] for entries in (params, grads, *states)]
-        _unscale_and_update(
-            for_loop, picked[0], picked[1], picked[2:], scale, hyperparameters, values
-        )
+        _unscale_and_update(for_loop, picked[0], picked[1], picked[2:], scale, hyperparameters)
     # Unflattened tensors are chunked by number of dimensions, so that chunks
     # repeat a few kinds of graph rather than every mix of them.
     groups: dict[int, list[int]] = {}
@@ -201,8 +209,13 @@ def _update_bucket(
     lists = (params, grads, *states)
     for members in groups.values():
         start = 0
-        for size in chunk_sizes(len(members)):
+        for size in chunk_sizes(len(members), chunk):
             indices = members[start : start + size]
             start += size
-            chunk = [[_flat(entries[i], flatten) for i in indices] for entries in lists]
-            _compiled()(for_loop, chunk[0], chunk[1], chunk[2:], scale, hyperparameters, values)
+            chunk_lists = [[_flat(entries[i], flatten) for i in indices] for entries in lists]
+            try:
+                _compiled()(
+                    for_loop, *chunk_lists[:2], chunk_lists[2:], scale, compiled_hyperparameters
+                )
+            finally:
+                _functional._scales.clear()

@@ -54,7 +54,7 @@ def add_scaled_(tensor: Tensor, other: Tensor, scale: float) -> Tensor:
     code the number-only argument is used, whatever the scale, as before.
     """
     if tracing_fused() and isinstance(scale, Tensor):
-        return tensor.add_(other * scale)
+        return tensor.add_(other * computed_once(scale))
     return tensor.add_(other, alpha=scale)
 
 
@@ -64,7 +64,7 @@ def addcdiv_scaled_(tensor: Tensor, numerator: Tensor, denominator: Tensor, scal
     A tensor ``scale`` multiplies instead (see :func:`add_scaled_`).
     """
     if tracing_fused() and isinstance(scale, Tensor):
-        return tensor.add_(numerator / denominator * scale)
+        return tensor.add_(numerator / denominator * computed_once(scale))
     return tensor.addcdiv_(numerator, denominator, value=scale)
 
 
@@ -75,7 +75,7 @@ def lerp_toward_(tensor: Tensor, end: Tensor, weight: float) -> Tensor:
     as ``lerp_`` requires.
     """
     if tracing_fused() and isinstance(weight, Tensor):
-        return tensor.lerp_(end, weight.to(tensor.dtype))
+        return tensor.lerp_(end, computed_once(weight.to(tensor.dtype)))
     return tensor.lerp_(end, weight)
 
 
@@ -178,6 +178,8 @@ def update_maximum(running_max: Tensor, value: Tensor) -> None:
 
 def bias_correction(decay: float, step: float) -> float:
     r""":math:`1 - \beta^t`: the weight a zero-initialised moving average has gathered."""
+    if tracing_fused() and isinstance(step, Tensor):
+        return computed_once(1 - decay**step)
     return 1 - decay**step
 
 
@@ -204,6 +206,22 @@ def tracing_fused() -> bool:
     numbers, as it always has.
     """
     return _tracing_fused and torch.compiler.is_compiling()
+
+
+#: The step-dependent scales of a traced fused step, kept as outputs of the graph.
+_scales: list[Tensor] = []
+
+
+def computed_once(scale: Tensor) -> Tensor:
+    """Mark a 0-d value of a traced fused step to be computed once, not once per element.
+
+    Inductor inlines a 0-d value into the loop over the elements that reads
+    it, and so would compute a power such as :math:`\beta^t` again for every
+    element. A tensor that outlives the graph must be stored, and the loop
+    then loads it; :mod:`optimlib._compiled` empties the list after each call.
+    """
+    _scales.append(scale)
+    return scale
 
 
 def as_number(value: Tensor) -> float:

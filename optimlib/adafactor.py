@@ -216,7 +216,7 @@ class Adafactor(Optimizer):
         step=counter(),
     )
     for_loop_update, foreach_update = adafactor_for_loop, adafactor_foreach
-    fused_update = compiled_fused(adafactor_for_loop, flatten=False)
+    fused_update = compiled_fused(adafactor_for_loop, flatten=False, chunk=1)
 
     def __init__(
         self,

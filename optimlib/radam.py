@@ -11,6 +11,7 @@ from optimlib._compiled import compiled_fused
 from optimlib._functional import (
     advance,
     bias_correction,
+    computed_once,
     foreach_regularized_direction,
     foreach_update_moments,
     overwritable,
@@ -34,7 +35,8 @@ def rectification(beta2: float, step: float) -> float | None:
     rho_t = rho_inf - 2 * step * (beta2**step) / bias_correction(beta2, step)
     if isinstance(rho_t, Tensor):  # compiled (fused=True): r_t = 0 stands for None
         ratio = (rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t)
-        return torch.where(rho_t > 5.0, ratio.clamp(min=0).sqrt(), 0.0)  # type: ignore[return-value]
+        rectifier = torch.where(rho_t > 5.0, ratio.clamp(min=0).sqrt(), 0.0)
+        return computed_once(rectifier)  # type: ignore[return-value]
     if rho_t <= 5.0:
         return None
     return math.sqrt((rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t))
