@@ -170,7 +170,9 @@ def update_maximum(running_max: Tensor, value: Tensor) -> None:
     Under ``differentiable=True`` autograd must keep the old maximum for the
     backward pass, so the new one is computed out of place and copied in.
     """
-    if torch.is_grad_enabled() and (running_max.requires_grad or value.requires_grad):
+    if tracing_fused():  # one pass over the elements in compiled code, where out= makes two
+        running_max.copy_(torch.maximum(running_max, value))
+    elif torch.is_grad_enabled() and (running_max.requires_grad or value.requires_grad):
         running_max.copy_(torch.maximum(running_max.clone(), value))
     else:
         torch.maximum(running_max, value, out=running_max)
