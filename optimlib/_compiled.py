@@ -154,7 +154,11 @@ def compiled_fused(
             name: _as_tensor(value) if name in tensors else value
             for name, value in hyperparameters.items()
         }
-        with torch._dynamo.config.patch(recompile_limit=_RECOMPILE_LIMIT), fused_tracing():
+        # specialize_float: a number that is not one of ``tensors`` is a constant of
+        # the compiled code, guarded by its value. (torch 2.14's symbolic floats
+        # gave wrong results for a second group with another ``rho``.)
+        settings = {"recompile_limit": _RECOMPILE_LIMIT, "specialize_float": True}
+        with torch._dynamo.config.patch(settings), fused_tracing():
             for _, (p, g, *s) in group_by_device_and_dtype([params, grads, *states]):
                 _update_bucket(
                     for_loop, flatten, chunk, p, g, s, grad_scale, hyperparameters, compiled

@@ -3,8 +3,9 @@
 ``optimlib._compiled`` hands each algorithm's for-loop to ``torch.compile``;
 the eager for-loop is the oracle. Each algorithm runs one configuration that
 takes its option branches, in float32 and float64, with a learning rate that
-a scheduler changes every second step, a 0-d and a non-contiguous parameter
-(which take the eager for-loop) and a gradient missing every third step.
+a scheduler changes every second step, a second parameter group with its own
+options, a 0-d and a non-contiguous parameter (which take the eager for-loop)
+and a gradient missing every third step.
 
 Tolerances, against the for-loop: the generated code computes the same
 expressions per element, but a tensor scale multiplies where the for-loop
@@ -55,6 +56,20 @@ CASES: dict[type, dict[str, Any]] = {
     optimlib.Lion: {"lr": 0.01, "weight_decay": 0.1},
     optimlib.ScheduleFreeAdamW: {"lr": 0.01, "warmup_steps": 3, "weight_decay": 0.01},
 }
+#: What the second parameter group sets for itself: another lr and another number
+#: that the compiled code holds as a constant (a second graph, guarded by it).
+OVERRIDES: dict[type, dict[str, Any]] = {
+    optimlib.RMSprop: {"alpha": 0.95},
+    optimlib.Adadelta: {"rho": 0.8},
+    optimlib.Adamax: {"betas": (0.85, 0.995)},
+    optimlib.NAdam: {"momentum_decay": 0.008},
+    optimlib.RAdam: {"betas": (0.8, 0.95)},
+    optimlib.ASGD: {"t0": 3},
+    optimlib.Rprop: {"etas": (0.4, 1.1)},
+    optimlib.Adafactor: {"beta2_decay": -0.6, "d": 1.5},
+    optimlib.Lion: {"betas": (0.95, 0.98)},
+    optimlib.ScheduleFreeAdamW: {"betas": (0.95, 0.99)},
+}
 #: torch.optim's twin, for the checkpoint tests (Lion and schedule-free AdamW have none).
 TWINS = {cls: getattr(torch.optim, cls.__name__, None) for cls in CASES}
 IDS = [cls.__name__ for cls in CASES]
@@ -66,7 +81,8 @@ def _graphs() -> int:
 
 def _build(cls: type, device, dtype, **options):
     run = Run(device, dtype)
-    groups = [{"params": run.params[:3]}, {"params": run.params[3:]}]
+    second = {"lr": CASES[cls]["lr"] / 2, **OVERRIDES[cls]}
+    groups = [{"params": run.params[:3]}, {"params": run.params[3:], **second}]
     return run, cls(groups, **{**copy.deepcopy(CASES[cls]), **options})
 
 
