@@ -4,8 +4,10 @@ torch ships fused kernels for four algorithms only (``optimlib._fused``). For
 every other first-order optimizer, optimlib's fused path hands the readable
 for-loop itself to ``torch.compile``, whose compiler (Inductor) turns the chain
 of element-wise operations on each tensor into one loop that reads and writes
-each array once. The for-loop stays the one source of truth: there is no
-second copy of the arithmetic to keep in step with it.
+each array once. The for-loop stays the source of truth: the arithmetic is
+written once, and what runs only while it is compiled (the helpers' tensor
+forms, ``torch.where`` for a branch on a value) is held to the eager for-loop
+by ``tests/library/test_compiled_fused.py``.
 
 How the compiled code is kept small, and free of recompilation:
 
@@ -14,29 +16,38 @@ How the compiled code is kept small, and free of recompilation:
   takes minutes on a small CPU). A chunk holds at most :data:`CHUNK` tensors;
   the rest of a bucket is split into chunks of 4, 2 and 1, so at most four
   graphs exist per configuration, whatever the number of parameters. Each
-  tensor is viewed as one-dimensional and compiled with symbolic sizes
-  (``dynamic=True``), so one graph serves tensors of every size and shape.
-- **Values that change are tensors.** The learning rate and the step counts
-  reach the compiled code as 0-d float64 tensors (``advance`` returns the
-  counters themselves while compiling), so a scheduler's new ``lr`` and each
-  new step reuse the same code. Options that select a branch of the
-  for-loop (``momentum > 0``, ``centered``, ``weight_decay != 0``) stay
-  numbers, and a change of one of them compiles again.
+  tensor is viewed as one-dimensional and compiled with a symbolic size of
+  its own (``dynamic=True``, without "duck" shapes, which would give tensors
+  of equal size one symbol and a guard), so one graph serves tensors of
+  every size and shape.
+- **Values that change are tensors.** The learning rate (``tensors``) reaches
+  the compiled code as a 0-d float64 tensor, and the step counts as float64
+  copies of the counters (``advance``, ``as_number``), so a scheduler's new
+  ``lr`` and each new step reuse the same code. Every other option is a constant of the
+  compiled code, guarded by its value: a branch of the for-loop
+  (``momentum > 0``, ``centered``) is then decided once, and a change (a
+  second group's own betas, a schedule of the momentum) compiles again.
 - **No number-only argument gets a tensor.** Given a tensor where an
   operation takes a Python number (``alpha=``, ``value=``), torch 2.14's
   compiler sometimes bakes the first value into the code, without a guard.
   The for-loops go through helpers (``add_scaled_``, ``addcdiv_scaled_``,
-  ``lerp_toward_``, ``larger``, ``smaller`` in ``optimlib._functional``)
-  that multiply instead while this path is traced, and choose with
-  ``torch.where`` where a for-loop branches on a value.
+  ``lerp_toward_`` in ``optimlib._functional``) that multiply instead while
+  this path is traced; ``larger`` and ``smaller`` take ``torch.maximum`` and
+  ``torch.minimum``, and RAdam and ASGD choose with ``torch.where`` where
+  their for-loops branch on a value. Scales derived from the step count are
+  kept as graph outputs (``computed_once``), so that they are computed once
+  per tensor rather than once per element.
 - **Tensors the compiled loop would specialise on run the for-loop**:
   tensors with fewer than two elements (the compiler treats sizes 0 and 1 as
-  constants), tensors that are not contiguous, and DTensors (FSDP2's shards).
+  constants), tensors whose gradient or state is not contiguous, parameters
+  listed twice in a group, and DTensors (FSDP2's shards). On a GPU the
+  for-loop reads each tensor's step counter on the host (a synchronisation),
+  since a fused group keeps its counters on the device.
 
 ``grad_scale`` and ``found_inf`` follow torch's fused kernels: gradients are
 divided by ``grad_scale`` in place (inside the compiled loop), and nothing
 changes when ``found_inf`` is set. Reading ``found_inf`` costs one host
-synchronisation on a GPU, as ``GradScaler`` itself pays for an optimizer
+synchronisation per group on a GPU, as ``GradScaler`` itself pays for an optimizer
 without a fused path.
 
 The compiled code is kept in torch's on-disk cache, so a second process
@@ -45,8 +56,10 @@ compiles from cache in a fraction of the first's time.
 
 from __future__ import annotations
 
+import collections
 import functools
 import inspect
+import types
 from collections.abc import Callable
 from typing import Any
 
@@ -59,7 +72,7 @@ from optimlib._functional import fused_tracing
 
 #: The largest number of tensors one compiled call updates.
 CHUNK = 8
-#: Room for the graphs of several chunk sizes, dtypes and options of one update.
+#: Room for the graphs of one algorithm's chunk sizes, dtypes, options and groups.
 _RECOMPILE_LIMIT = 64
 
 
@@ -89,8 +102,11 @@ def _flat(value: Any, flatten: bool) -> Any:
     return value.view(-1) if flatten and value.dim() > 1 else value
 
 
-def _compilable(param: Tensor) -> bool:
-    return param.numel() > 1 and param.is_contiguous() and not is_dtensor(param)
+def _compilable(param: Tensor, entries: list[Any]) -> bool:
+    """Whether a parameter, its gradient and its state go to the compiled code."""
+    if param.numel() < 2 or is_dtensor(param):
+        return False
+    return all(not isinstance(t, Tensor) or t.dim() == 0 or t.is_contiguous() for t in entries)
 
 
 def _unscale_and_update(
@@ -109,8 +125,16 @@ def _unscale_and_update(
 
 
 @functools.cache
-def _compiled() -> Callable[..., None]:
-    return torch.compile(_unscale_and_update, dynamic=True)
+def _compiled(for_loop: Callable[..., None]) -> Callable[..., None]:
+    """``_unscale_and_update`` compiled, with a code object of its own for each for-loop.
+
+    torch.compile keeps its compiled graphs, and counts them against its
+    recompile limit, per code object: a copy per algorithm keeps one
+    algorithm's graphs from crowding out another's.
+    """
+    code = _unscale_and_update.__code__.replace(co_name=f"_update_{for_loop.__name__}")
+    function = types.FunctionType(code, _unscale_and_update.__globals__, code.co_name)
+    return torch.compile(function, dynamic=True)
 
 
 def _as_tensor(value: Any) -> Tensor:
@@ -157,8 +181,14 @@ def compiled_fused(
         # specialize_float: a number that is not one of ``tensors`` is a constant of
         # the compiled code, guarded by its value. (torch 2.14's symbolic floats
         # gave wrong results for a second group with another ``rho``.)
+        # use_duck_shape=False: two tensors of equal size in a chunk get a size
+        # symbol each, so that the graph serves chunks whose sizes differ.
         settings = {"recompile_limit": _RECOMPILE_LIMIT, "specialize_float": True}
-        with torch._dynamo.config.patch(settings), fused_tracing():
+        with (
+            torch._dynamo.config.patch(settings),
+            torch.fx.experimental._config.patch(use_duck_shape=False),
+            fused_tracing(),
+        ):
             for _, (p, g, *s) in group_by_device_and_dtype([params, grads, *states]):
                 _update_bucket(
                     for_loop, flatten, chunk, p, g, s, grad_scale, hyperparameters, compiled
@@ -199,7 +229,14 @@ def _update_bucket(
     code gets those that change from step to step as tensors.
     """
     scale = None if grad_scale is None else grad_scale.to(params[0].device, non_blocking=True)
-    compiled = [i for i, param in enumerate(params) if _compilable(param)]
+    lists = (params, grads, *states)
+    # A parameter listed twice is updated twice in turn, which only the for-loop does.
+    counts = collections.Counter(id(param) for param in params)
+    compiled = [
+        i
+        for i, param in enumerate(params)
+        if counts[id(param)] == 1 and _compilable(param, [entries[i] for entries in lists])
+    ]
     chosen = set(compiled)
     leftover = [i for i in range(len(params)) if i not in chosen]
     if leftover:
@@ -210,7 +247,6 @@ def _update_bucket(
     groups: dict[int, list[int]] = {}
     for i in compiled:
         groups.setdefault(0 if flatten else params[i].dim(), []).append(i)
-    lists = (params, grads, *states)
     for members in groups.values():
         start = 0
         for size in chunk_sizes(len(members), chunk):
@@ -218,7 +254,7 @@ def _update_bucket(
             start += size
             chunk_lists = [[_flat(entries[i], flatten) for i in indices] for entries in lists]
             try:
-                _compiled()(
+                _compiled(for_loop)(
                     for_loop, *chunk_lists[:2], chunk_lists[2:], scale, compiled_hyperparameters
                 )
             finally:

@@ -82,14 +82,14 @@ def lerp_toward_(tensor: Tensor, end: Tensor, weight: float) -> Tensor:
 def larger(a: float, b: float) -> float:
     """``max(a, b)``; while compiling, where either may be a 0-d tensor, without a host read."""
     if tracing_fused() and (isinstance(a, Tensor) or isinstance(b, Tensor)):
-        return torch.maximum(_float64(a), _float64(b))  # type: ignore[return-value]
+        return torch.maximum(_float64(a), _float64(b))
     return max(a, b)
 
 
 def smaller(a: float, b: float) -> float:
     """``min(a, b)``; while compiling, where either may be a 0-d tensor, without a host read."""
     if tracing_fused() and (isinstance(a, Tensor) or isinstance(b, Tensor)):
-        return torch.minimum(_float64(a), _float64(b))  # type: ignore[return-value]
+        return torch.minimum(_float64(a), _float64(b))
     return min(a, b)
 
 

@@ -80,5 +80,11 @@ def test_fsdp_equals_single_process(results, case, path):
             )
     known = (dtensor_failure(case) or (None,))[0]
     got, other_rank = outcome(results, name, known)
-    assert_run_close(got, single_process(case, extra=extra), **tolerance(case))
+    close = tolerance(case)
+    if path == "fused" and getattr(case.cls.fused_update, "compiles_for_loop", False):
+        # DTensors take the for-loop, the single process the compiled one, which
+        # can round NAdam's float32 product of momenta one unit differently
+        # (1.1e-7 relative measured; see test_compiled_fused).
+        close = {"rtol": 1e-6, "atol": 1e-9}
+    assert_run_close(got, single_process(case, extra=extra), **close)
     assert_run_close(other_rank, got, **EXACT)

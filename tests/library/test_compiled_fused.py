@@ -253,3 +253,38 @@ def test_an_lr_tensor_changed_in_place_compiles_nothing_new(device):
             assert _graphs() == graphs
         runs.append(run)
     _assert_params_close(runs[0].params, runs[1].params, **TOLERANCES[torch.float64])
+
+
+@pytest.mark.filterwarnings("ignore:optimizer contains a parameter group with duplicate")
+@pytest.mark.parametrize("cls", [optimlib.RMSprop, optimlib.NAdam], ids=lambda c: c.__name__)
+def test_a_twice_listed_parameter_and_a_transposed_gradient_take_the_for_loop(cls, device):
+    """Both are updated as the for-loop updates them (a duplicate twice, in turn)."""
+    runs = []
+    for fused in (True, False):
+        generator = torch.Generator().manual_seed(3)
+        weights = [torch.randn(4, 6, generator=generator).to(device).requires_grad_() for _ in "ab"]
+        shared = torch.randn(5, generator=generator).to(device).requires_grad_()
+        choice = {"fused": True} if fused else {"foreach": False}
+        optimizer = cls([*weights, shared, shared], lr=0.01, **choice)
+        for step in range(4):
+            weights[0].grad = torch.cos(weights[0].detach().t() + step).t()  # not contiguous
+            weights[1].grad = torch.sin(weights[1].detach() + step)
+            shared.grad = torch.sin(shared.detach() - step)
+            optimizer.step()
+        runs.append([*weights, shared])
+    _assert_params_close(runs[0], runs[1], **TOLERANCES[torch.float32])
+
+
+def test_one_graph_serves_chunks_of_equal_and_of_different_sizes(device):
+    """Without duck shapes, equal sizes at the first compile do not tie later chunks."""
+    optimizers = []
+    for sizes in ((100, 100), (100, 300), (700, 20)):
+        params = [torch.ones(n, device=device, requires_grad=True) for n in sizes]
+        for param in params:
+            param.grad = torch.full_like(param, 0.5)
+        optimizers.append(optimlib.Lion(params, lr=0.01, fused=True))
+    optimizers[0].step()
+    graphs = _graphs()
+    for optimizer in optimizers[1:]:
+        optimizer.step()
+    assert _graphs() == graphs
