@@ -186,7 +186,7 @@ def compiled_fused(
         settings = {"recompile_limit": _RECOMPILE_LIMIT, "specialize_float": True}
         with (
             torch._dynamo.config.patch(settings),
-            torch.fx.experimental._config.patch(use_duck_shape=False),
+            torch.fx.experimental._config.patch(use_duck_shape=False),  # type: ignore[attr-defined]
             fused_tracing(),
         ):
             for _, (p, g, *s) in group_by_device_and_dtype([params, grads, *states]):
