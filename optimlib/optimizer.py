@@ -172,6 +172,10 @@ class Optimizer(torch.optim.Optimizer):
     #: refused): the for-loop's signature plus ``grad_scale`` and ``found_inf``
     #: (see ``optimlib._fused``).
     fused_update: ClassVar[UpdateFn | None] = None
+    #: Whether the fused update applies GradScaler's ``grad_scale``/``found_inf`` itself.
+    #: An optimizer whose step changes something before any update (schedule-free
+    #: AdamW's clocks) says no, and GradScaler then unscales and skips for it.
+    fused_skips_overflowed_steps: ClassVar[bool] = True
     #: torch's error for a sparse gradient under ``fused=True``, where the
     #: for-loop takes sparse gradients.
     fused_sparse_gradient_error: ClassVar[str] = "`fused` does not support sparse gradients"
@@ -217,7 +221,7 @@ class Optimizer(torch.optim.Optimizer):
             defaults = {name: value for name, value in defaults.items() if name != "fused"}
         super().__init__(check_params(params), defaults)
         check_fused_options(defaults)
-        if defaults.get("fused"):
+        if defaults.get("fused") and self.fused_skips_overflowed_steps:
             # torch.amp.GradScaler then leaves unscaling and skipping to the step.
             self._step_supports_amp_scaling = True
         # The options this optimizer has, for upgrading older checkpoints (torch's

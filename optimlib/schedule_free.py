@@ -191,6 +191,9 @@ class ScheduleFreeAdamW(Optimizer):
 
     state_spec = spec(z=copy_of_param(), exp_avg_sq=zeros())
     for_loop_update, foreach_update = schedule_free_adamw_for_loop, schedule_free_adamw_foreach
+    # A step advances the groups' clocks before any update, so an overflowed
+    # step must be skipped whole, which GradScaler does when the step does not.
+    fused_skips_overflowed_steps = False
     fused_update = compiled_fused(
         schedule_free_adamw_for_loop, tensors=("step_size", "average_weight")
     )
@@ -222,9 +225,6 @@ class ScheduleFreeAdamW(Optimizer):
         defaults = defaults_from(locals())
         defaults.update(k=0, train_mode=True, weight_sum=0.0, lr_max=0.0, scheduled_lr=0.0)
         super().__init__(params, defaults)
-        # A step advances the groups' clocks before any update, so a skipped step
-        # must be skipped whole: GradScaler then checks for infs itself.
-        self._step_supports_amp_scaling = False
 
     # ------------------------------------------------------------------ modes
 

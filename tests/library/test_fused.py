@@ -257,6 +257,30 @@ def _scaled_gradients(run: Run, step: int, scale: Tensor, overflow: bool) -> lis
     return unscaled
 
 
+def scaler_step_and_check(
+    run: Run, optimizer, scaler: torch.amp.GradScaler, step: int, overflow: bool
+) -> None:
+    """One GradScaler step: with an overflow nothing may change (parameters, state,
+    counters); otherwise the gradients must end unscaled, in place."""
+    scale = scaler.scale(torch.ones((), device=run.params[0].device))  # the current scale
+    unscaled = _scaled_gradients(run, step, scale, overflow)
+    before = [p.detach().clone() for p in run.params]
+    state_before = copy.deepcopy(optimizer.state_dict()["state"])
+    scaler.step(optimizer)
+    scaler.update()
+    if overflow:
+        _assert_params_close(run.params, before, **EXACT)
+        after = optimizer.state_dict()["state"]
+        assert after.keys() == state_before.keys()
+        for index, entries in state_before.items():
+            for key, value in entries.items():
+                torch.testing.assert_close(after[index][key], value, **EXACT)
+        return
+    for p, grad in zip(run.params, unscaled, strict=True):
+        if grad is not None:  # unscaled in place (the scale is a power of 2)
+            torch.testing.assert_close(p.grad, grad, **EXACT)
+
+
 @pytest.mark.parametrize(("info", "config"), CASES)
 def test_grad_scaler_unscales_inside_the_step_and_skips_an_overflow(info, config, device):
     """torch's contract: no step (parameters, state and counters unchanged) when an inf is
@@ -273,23 +297,7 @@ def test_grad_scaler_unscales_inside_the_step_and_skips_an_overflow(info, config
             (scaled_run, scaled, scalers[0]),
             (torch_run, theirs, scalers[1]),
         ):
-            scale = scaler.scale(torch.ones((), device=device))  # the current scale, as a tensor
-            unscaled = _scaled_gradients(run, step, scale, overflow)
-            before = [p.detach().clone() for p in run.params]
-            state_before = copy.deepcopy(optimizer.state_dict()["state"])
-            scaler.step(optimizer)
-            scaler.update()
-            if overflow:
-                _assert_params_close(run.params, before, **EXACT)
-                after = optimizer.state_dict()["state"]
-                assert after.keys() == state_before.keys()
-                for index, entries in state_before.items():
-                    for key, value in entries.items():
-                        torch.testing.assert_close(after[index][key], value, **EXACT)
-            else:
-                for p, grad in zip(run.params, unscaled, strict=True):
-                    if grad is not None:  # unscaled in place (the scale is a power of 2)
-                        torch.testing.assert_close(p.grad, grad, **EXACT)
+            scaler_step_and_check(run, optimizer, scaler, step, overflow)
         if not overflow:
             loop_run.gradients(step)
             loop.step()
