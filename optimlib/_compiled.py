@@ -39,7 +39,7 @@ How the compiled code is kept small, and free of recompilation:
   per tensor rather than once per element.
 - **Tensors the compiled loop would specialise on run the for-loop**:
   tensors with fewer than two elements (the compiler treats sizes 0 and 1 as
-  constants), tensors whose gradient or state is not contiguous, parameters
+  constants), tensors whose parameter, gradient or state is not contiguous, parameters
   listed twice in a group, and DTensors (FSDP2's shards). On a GPU the
   for-loop reads each tensor's step counter on the host (a synchronisation),
   since a fused group keeps its counters on the device.

@@ -163,8 +163,8 @@ def sgd_fused(
     infs: dict[torch.device, Tensor] = {}
     new = [i for i, buffer in enumerate(momentum_buffers) if buffer is None]
     if momentum != 0 and new and found_inf is not None and bool(found_inf):
-        # Once per buffer's life (its first step): a skipped step must not
-        # leave behind a buffer the kernel never filled.
+        # Until the buffers' first step that is not skipped: a skipped step
+        # must not leave behind a buffer the kernel never filled.
         return
     calls: list[tuple[bool, list[int]]] = [(False, list(range(len(params))))]
     if momentum != 0:
