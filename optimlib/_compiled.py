@@ -42,7 +42,8 @@ How the compiled code is kept small, and free of recompilation:
   constants), tensors whose parameter, gradient or state is not contiguous, parameters
   listed twice in a group, and DTensors (FSDP2's shards). On a GPU the
   for-loop reads each tensor's step counter on the host (a synchronisation),
-  since a fused group keeps its counters on the device.
+  since a fused group keeps its counters on the device, unless the group is
+  also capturable: then it computes with the counts as tensors.
 
 ``grad_scale`` and ``found_inf`` follow torch's fused kernels: gradients are
 divided by ``grad_scale`` in place (inside the compiled loop), and nothing

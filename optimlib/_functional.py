@@ -50,10 +50,12 @@ def add_scaled_(tensor: Tensor, other: Tensor, scale: float) -> Tensor:
     :func:`as_number`). torch's number-only arguments (``alpha=``, ``value=``)
     must not receive it: torch 2.14's compiler sometimes bakes such a tensor
     into the compiled code as a constant, without a guard. So a tensor scale
-    multiplies instead, as torch.optim's capturable paths do. Outside compiled
-    code the number-only argument is used, whatever the scale, as before.
+    multiplies instead, as torch.optim's capturable paths do. The same holds
+    in a step with ``capturable=True`` (:func:`scalars_are_tensors`), where
+    passing a device tensor to a number-only argument would read it on the
+    host. Otherwise the number-only argument is used, whatever the scale.
     """
-    if tracing_fused() and isinstance(scale, Tensor):
+    if scalars_are_tensors() and isinstance(scale, Tensor):
         return tensor.add_(other * computed_once(scale))
     return tensor.add_(other, alpha=scale)
 
@@ -63,7 +65,7 @@ def addcdiv_scaled_(tensor: Tensor, numerator: Tensor, denominator: Tensor, scal
 
     A tensor ``scale`` multiplies instead (see :func:`add_scaled_`).
     """
-    if tracing_fused() and isinstance(scale, Tensor):
+    if scalars_are_tensors() and isinstance(scale, Tensor):
         return tensor.add_(numerator / denominator * computed_once(scale))
     return tensor.addcdiv_(numerator, denominator, value=scale)
 
@@ -74,21 +76,21 @@ def lerp_toward_(tensor: Tensor, end: Tensor, weight: float) -> Tensor:
     A tensor ``weight`` (see :func:`add_scaled_`) is cast to the tensor's dtype,
     as ``lerp_`` requires.
     """
-    if tracing_fused() and isinstance(weight, Tensor):
+    if scalars_are_tensors() and isinstance(weight, Tensor):
         return tensor.lerp_(end, computed_once(weight.to(tensor.dtype)))
     return tensor.lerp_(end, weight)
 
 
 def larger(a: float, b: float) -> float:
-    """``max(a, b)``; while compiling, where either may be a 0-d tensor, without a host read."""
-    if tracing_fused() and (isinstance(a, Tensor) or isinstance(b, Tensor)):
+    """``max(a, b)``; for 0-d tensors (:func:`scalars_are_tensors`), without a host read."""
+    if scalars_are_tensors() and (isinstance(a, Tensor) or isinstance(b, Tensor)):
         return torch.maximum(_float64(a), _float64(b))
     return max(a, b)
 
 
 def smaller(a: float, b: float) -> float:
-    """``min(a, b)``; while compiling, where either may be a 0-d tensor, without a host read."""
-    if tracing_fused() and (isinstance(a, Tensor) or isinstance(b, Tensor)):
+    """``min(a, b)``; for 0-d tensors (:func:`scalars_are_tensors`), without a host read."""
+    if scalars_are_tensors() and (isinstance(a, Tensor) or isinstance(b, Tensor)):
         return torch.minimum(_float64(a), _float64(b))
     return min(a, b)
 
@@ -170,7 +172,7 @@ def update_maximum(running_max: Tensor, value: Tensor) -> None:
     Under ``differentiable=True`` autograd must keep the old maximum for the
     backward pass, so the new one is computed out of place and copied in.
     """
-    if tracing_fused():  # one pass over the elements in compiled code, where out= makes two
+    if torch.compiler.is_compiling():  # one pass in compiled code, where out= makes two
         running_max.copy_(torch.maximum(running_max, value))
     elif torch.is_grad_enabled() and (running_max.requires_grad or value.requires_grad):
         running_max.copy_(torch.maximum(running_max.clone(), value))
@@ -180,7 +182,7 @@ def update_maximum(running_max: Tensor, value: Tensor) -> None:
 
 def bias_correction(decay: float, step: float) -> float:
     r""":math:`1 - \beta^t`: the weight a zero-initialised moving average has gathered."""
-    if tracing_fused() and isinstance(step, Tensor):
+    if scalars_are_tensors() and isinstance(step, Tensor):
         return computed_once(1 - decay**step)
     return 1 - decay**step
 
@@ -210,6 +212,37 @@ def tracing_fused() -> bool:
     return _tracing_fused and torch.compiler.is_compiling()
 
 
+_device_scalars = False
+
+
+@contextlib.contextmanager
+def device_scalars() -> Iterator[None]:
+    """Marks a step with ``capturable=True``: its counters stay tensors on the device.
+
+    A CUDA graph records kernels, not host work: a value read back to the host
+    (``.item()``, a number-only argument given a tensor, an ``if`` on a tensor)
+    would be read once, while capturing, and replayed unchanged. So in such a
+    step the update computes what depends on the step count with 0-d tensors,
+    by the same helpers the compiled fused path uses.
+    """
+    global _device_scalars
+    before, _device_scalars = _device_scalars, True
+    try:
+        yield
+    finally:
+        _device_scalars = before
+
+
+def scalars_are_tensors() -> bool:
+    """Whether step-dependent values (counts, bias corrections) are 0-d tensors.
+
+    They are while the compiled fused path is traced (:func:`tracing_fused`)
+    and in a capturable step (:func:`device_scalars`); the helpers here then
+    use tensor arithmetic for them instead of number-only arguments.
+    """
+    return _device_scalars or tracing_fused()
+
+
 #: The step-dependent scales of a traced fused step, kept as outputs of the graph.
 _scales: list[Tensor] = []
 
@@ -221,20 +254,23 @@ def computed_once(scale: Tensor) -> Tensor:
     it, and so would compute a power such as :math:`\beta^t` again for every
     element. A tensor that outlives the graph must be stored, and the loop
     then loads it; :mod:`optimlib._compiled` empties the list after each call.
+    Outside traced code (a capturable step) it returns ``scale`` and keeps nothing.
     """
-    _scales.append(scale)
+    if tracing_fused():
+        _scales.append(scale)
     return scale
 
 
 def as_number(value: Tensor) -> float:
     """A 0-d tensor's value, for arithmetic on numbers.
 
-    While the compiled fused path is traced (:func:`tracing_fused`), it is a
-    float64 copy of the tensor instead: the arithmetic is then done in the
-    same double precision, and the compiled code neither synchronises with the
-    device nor compiles again for each new value.
+    Where scalars are tensors (:func:`scalars_are_tensors`: the compiled fused
+    path while traced, or a capturable step), it is a float64 copy of the
+    tensor instead, on the tensor's device: the arithmetic is then done in the
+    same double precision as with numbers, and the step neither synchronises
+    with the device nor, compiled, compiles again for each new value.
     """
-    if tracing_fused():
+    if scalars_are_tensors():
         return value.to(torch.float64, copy=True)  # type: ignore[return-value]
     return value.item()
 
@@ -243,9 +279,11 @@ def advance(steps: list[Tensor]) -> list[float]:
     """Add one to each step counter and return the new counts as numbers.
 
     Counters are 0-d tensors on the CPU, as in ``torch.optim``, so reading
-    them back costs no device synchronisation. Each count is read right after
-    its own increment: a parameter listed twice in a group shares one counter,
-    and its two updates see 1 and then 2, as in torch.optim's for-loop.
+    them back costs no device synchronisation; with ``capturable=True`` they
+    are on the device, and the counts stay tensors there (:func:`as_number`).
+    Each count is read right after its own increment: a parameter listed twice
+    in a group shares one counter, and its two updates see 1 and then 2, as in
+    torch.optim's for-loop.
     """
     counts = []
     for step in steps:

@@ -94,6 +94,7 @@ class Adadelta(Optimizer):
 
     state_spec = spec(square_avg=zeros(), acc_delta=zeros(), step=counter())
     for_loop_update, foreach_update = adadelta_for_loop, adadelta_foreach
+    supports_capturable = True
     fused_update = compiled_fused(adadelta_for_loop)
 
     def __init__(

@@ -9,6 +9,7 @@ from torch import Tensor
 
 from optimlib._foreach import numbers
 from optimlib._functional import (
+    addcdiv_scaled_,
     advance,
     bias_correction,
     foreach_regularized_direction,
@@ -68,7 +69,7 @@ def adam_for_loop(
         if is_learned(step_size):  # differentiable=True with a learned lr or beta1
             param.sub_(exp_avgs[i] / denominator * step_size)
         else:
-            param.addcdiv_(exp_avgs[i], denominator, value=-step_size)
+            addcdiv_scaled_(param, exp_avgs[i], denominator, -step_size)
 
 
 def adam_foreach(
@@ -137,6 +138,7 @@ class Adam(Optimizer):
         exp_avg=zeros(), exp_avg_sq=zeros(), max_exp_avg_sq=zeros(when="amsgrad"), step=counter()
     )
     for_loop_update, foreach_update = adam_for_loop, adam_foreach
+    supports_capturable = True
     fused_update = adam_fused
     sparse_gradient_error = (
         "Adam does not support sparse gradients, please consider SparseAdam instead"
@@ -226,3 +228,10 @@ class AdamW(Adam):
             fused=fused,
             decoupled_weight_decay=True,
         )
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # load_state_dict comes here too: an Adam checkpoint loaded into AdamW
+        # keeps AdamW's decoupled weight decay, as in torch.optim.AdamW.
+        super().__setstate__(state)
+        for group in self.param_groups:
+            group["decoupled_weight_decay"] = True

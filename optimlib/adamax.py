@@ -89,6 +89,7 @@ class Adamax(Optimizer):
 
     state_spec = spec(exp_avg=zeros(), exp_inf=zeros(), step=counter())
     for_loop_update, foreach_update = adamax_for_loop, adamax_foreach
+    supports_capturable = True
     fused_update = compiled_fused(adamax_for_loop)
 
     def __init__(

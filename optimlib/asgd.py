@@ -13,7 +13,7 @@ from optimlib._functional import (
     descent_direction,
     foreach_descent_direction,
     larger,
-    tracing_fused,
+    scalars_are_tensors,
 )
 from optimlib._validation import check_common, check_non_negative
 from optimlib.optimizer import Optimizer, ParamsT, defaults_from, scalar_on_device, spec, zeros
@@ -28,7 +28,7 @@ def _next_schedule(
 
 
 def _average(ax: Tensor, param: Tensor, mu: Tensor) -> None:
-    if tracing_fused():  # compiled (fused=True): both, chosen without a host read
+    if scalars_are_tensors():  # compiled or capturable: both, chosen without a host read
         ax.copy_(torch.where(mu != 1, ax + (param - ax) * mu, param))
     elif mu.item() != 1:
         ax.add_(param.sub(ax).mul_(mu))
@@ -115,6 +115,7 @@ class ASGD(Optimizer):
         ax=zeros(), eta=scalar_on_device("lr"), mu=scalar_on_device(1.0), step=scalar_on_device(0.0)
     )
     for_loop_update, foreach_update = asgd_for_loop, asgd_foreach
+    supports_capturable = True
     fused_update = compiled_fused(asgd_for_loop)
 
     def __init__(

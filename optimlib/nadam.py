@@ -37,7 +37,9 @@ def _nesterov_coefficients(
     """
     mu = momentum_schedule(beta1, momentum_decay, step)
     mu_next = momentum_schedule(beta1, momentum_decay, step + 1)
-    mu_product *= mu
+    # A number multiplying a float32 product is rounded to float32 first; a
+    # tensor mu (compiled, or capturable) is too, so that every digit agrees.
+    mu_product *= mu.to(mu_product.dtype) if isinstance(mu, Tensor) else mu
     product = as_number(mu_product)
     gradient_weight = -lr * (1.0 - mu) / (1.0 - product)
     momentum_weight = (-lr * mu_next) / (1.0 - product * mu_next)
@@ -144,6 +146,7 @@ class NAdam(Optimizer):
 
     state_spec = spec(exp_avg=zeros(), exp_avg_sq=zeros(), mu_product=counter(1.0), step=counter())
     for_loop_update, foreach_update = nadam_for_loop, nadam_foreach
+    supports_capturable = True
     fused_update = compiled_fused(nadam_for_loop)
 
     def __init__(

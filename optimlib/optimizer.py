@@ -12,7 +12,11 @@ it lives here once:
 - the choice between the for-loop and the foreach implementation, made in one
   place (:func:`optimlib._foreach.use_foreach`), with the foreach one called
   once per bucket of one device and one dtype;
-- each group's hyperparameters forwarded, by name, to the implementation.
+- each group's hyperparameters forwarded, by name, to the implementation;
+- ``capturable=True`` for the classes that declare ``supports_capturable``:
+  counters kept on the device, and the for-loop run with its counts as 0-d
+  tensors (``optimlib._functional.device_scalars``), so that the step reads
+  nothing back to the host and can be recorded in a CUDA graph.
 
 An algorithm is then its maths (the class docstring), its constructor (the
 argument checks), its state declaration, and two functions with the same
@@ -35,7 +39,9 @@ from the parameter group under the same names. Where torch has a fused kernel
 
 from __future__ import annotations
 
+import contextlib
 import inspect
+import warnings
 from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, cast, overload
@@ -44,7 +50,7 @@ import torch
 from torch import Tensor
 
 from optimlib._foreach import group_by_device_and_dtype, use_foreach
-from optimlib._functional import new_counter, scalar_dtype
+from optimlib._functional import device_scalars, new_counter, scalar_dtype
 from optimlib._fused import check_fused_options, check_fused_params
 from optimlib._validation import check_bool, check_foreach, check_implemented, check_params
 
@@ -96,12 +102,15 @@ class State:
     first direction), and what it leaves in its list is stored. ``when`` names
     a group option: the entry exists only where that option is truthy
     (``"amsgrad"``). ``scalar`` marks 0-d state kept in the scalar dtype
-    (float32) whatever the parameter's dtype, as ``torch.optim`` keeps it.
+    (float32) whatever the parameter's dtype, as ``torch.optim`` keeps it;
+    ``counter`` marks one that :func:`counter` made, kept where the group's
+    update reads it.
     """
 
     create: Callable[[Tensor, dict[str, Any]], Tensor] | None
     when: str | None = None
     scalar: bool = False
+    counter: bool = False
 
 
 def spec(**entries: State) -> Mapping[str, State]:
@@ -134,15 +143,19 @@ def counter(start: float = 0.0) -> State:
     """A 0-d counter on the CPU (a step count, a running product), as torch.optim keeps it.
 
     A group with ``fused=True`` keeps it in float32 on the parameter's device
-    instead, where the fused kernels read it (torch.optim does the same).
+    instead, where the fused kernels read it, and one with ``capturable=True``
+    on the device in the scalar dtype, where the update computes with it
+    (torch.optim does the same).
     """
 
     def create(param: Tensor, group: dict[str, Any]) -> Tensor:
         if group.get("fused"):
             return torch.full((), start, dtype=torch.float32, device=param.device)
+        if group.get("capturable"):
+            return new_counter(start, device=param.device)
         return new_counter(start)
 
-    return State(create, scalar=True)
+    return State(create, scalar=True, counter=True)
 
 
 def scalar_on_device(start: float | str) -> State:
@@ -172,6 +185,9 @@ class Optimizer(torch.optim.Optimizer):
     #: refused): the for-loop's signature plus ``grad_scale`` and ``found_inf``
     #: (see ``optimlib._fused``).
     fused_update: ClassVar[UpdateFn | None] = None
+    #: Whether ``capturable=True`` is implemented (for torch.optim's nine that have it):
+    #: counters then stay on the device, and the step reads nothing back to the host.
+    supports_capturable: ClassVar[bool] = False
     #: Whether the fused update applies GradScaler's ``grad_scale``/``found_inf`` itself.
     #: An optimizer whose step changes something before any update (schedule-free
     #: AdamW's clocks) says no, and GradScaler then unscales and skips for it.
@@ -206,9 +222,11 @@ class Optimizer(torch.optim.Optimizer):
 
     def __init__(self, params: ParamsT, defaults: dict[str, Any]) -> None:
         check_foreach(defaults.get("foreach"))
-        check_implemented(
-            type(self).__name__, defaults, implemented=("fused",) if self.fused_update else ()
-        )
+        implemented = ("fused",) * bool(self.fused_update)
+        implemented += ("capturable",) * self.supports_capturable
+        check_implemented(type(self).__name__, defaults, implemented=implemented)
+        if defaults.get("capturable") is not None:
+            check_bool("capturable", defaults["capturable"])
         if "differentiable" in defaults:
             check_bool("differentiable", defaults["differentiable"])
         if defaults.get("foreach") and self.for_loop_update and not self.foreach_update:
@@ -230,6 +248,11 @@ class Optimizer(torch.optim.Optimizer):
         if self.creates_state_eagerly:
             for group in self.param_groups:
                 self.states(group["params"], group)
+
+    @property
+    def counter_keys(self) -> tuple[str, ...]:
+        """The state made by :func:`counter`, kept where the group's update reads it."""
+        return tuple(k for k, spec in self.state_spec.items() if spec.counter)
 
     @property
     def scalar_state_keys(self) -> tuple[str, ...]:
@@ -263,6 +286,8 @@ class Optimizer(torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
         differentiable = bool(self.defaults.get("differentiable", False))
+        if self.supports_capturable:
+            self._check_graph_capture()
         with torch.set_grad_enabled(differentiable):
             work = []
             for group in self.param_groups:
@@ -286,9 +311,10 @@ class Optimizer(torch.optim.Optimizer):
         The step checks every group first and updates afterwards, so an error
         in one group leaves all of them, and all state, as they were.
         """
-        # fused only: under torch.compile on a GPU, Dynamo shows every group
-        # with capturable=True, and optimlib's updates are correct either way
-        # (their step counters stay on the CPU).
+        # Under torch.compile, Dynamo shows every group that has the key with
+        # capturable=True (on a GPU it sets it too, while no state exists), as
+        # it does for torch.optim's: the step then computes with tensor counts,
+        # and the device check below is left to the compiler, as in torch.
         if "fused" in self.defaults and group.get("fused"):
             self._check_fused_group(group, params)
         elif any(getattr(self, name, None) is not None for name in _AMP_ARGUMENTS):
@@ -313,6 +339,35 @@ class Optimizer(torch.optim.Optimizer):
             )
         if self.defaults.get("differentiable"):
             self._check_differentiable_group(group, params)
+        if self.supports_capturable and group.get("capturable"):
+            _check_capturable_devices(params)
+
+    def _check_graph_capture(self) -> None:
+        """torch.optim's checks of a step that may be recorded into a CUDA graph.
+
+        Recording a step that reads values on the host would replay it with
+        the values of the recording, so a group without ``capturable=True``
+        refuses to be recorded; a capturable step that runs outside a graph
+        warns once that it does extra work for nothing.
+        """
+        if torch.compiler.is_compiling() or not torch.cuda.is_available():
+            return
+        capturing = torch.cuda.is_current_stream_capturing()
+        capturable = all(group.get("capturable") for group in self.param_groups)
+        if capturing and not capturable:
+            raise RuntimeError(
+                f"Attempting CUDA graph capture of step() for an instance of "
+                f"{type(self).__name__} but param_groups' capturable is False."
+            )
+        if capturable and not capturing and not getattr(self, "_warned_uncaptured", False):
+            warnings.warn(
+                "This instance was constructed with capturable=True or some of all the "
+                "param_groups came with capturable=True, but step() is running without CUDA "
+                "graph capture. If you never intend to graph-capture this instance, "
+                "capturable=True can impair performance, and you should set capturable=False.",
+                stacklevel=3,
+            )
+            self._warned_uncaptured = True
 
     def _check_fused_group(self, group: dict[str, Any], params: list[Tensor]) -> None:
         """torch's rules for a fused step (checked again: a group can switch fused on)."""
@@ -367,9 +422,10 @@ class Optimizer(torch.optim.Optimizer):
                 "foreach_update) in the class body, or override update_group"
             )
         fused = bool(group.get("fused")) and self.fused_update is not None
+        capturable = bool(group.get("capturable")) and self.supports_capturable
         states = self.states(params, group)
-        if self.fused_update is not None:
-            _place_counters(params, states, fused)
+        if self.fused_update is not None or capturable:
+            _place_counters(params, states, self.counter_keys, fused=fused, capturable=capturable)
         if torch.is_grad_enabled():  # differentiable=True
             _keep_earlier_state(states)
         state_lists: list[list[Any]] = [
@@ -388,7 +444,14 @@ class Optimizer(torch.optim.Optimizer):
         if fused and self.fused_update is not None:
             update = self.fused_update
             amp = {name: getattr(self, name, None) for name in _AMP_ARGUMENTS}
-            update(params, grads, *state_lists, **amp, **self.hyperparameters(group, update))
+            with device_scalars() if capturable else contextlib.nullcontext():
+                update(params, grads, *state_lists, **amp, **self.hyperparameters(group, update))
+        elif capturable:
+            # The for-loop, with the counts as tensors on the device: the foreach
+            # kernels take their scales as numbers, read on the host.
+            update = self.for_loop_update
+            with device_scalars():
+                update(params, grads, *state_lists, **self.hyperparameters(group, update))
         elif foreach and self.foreach_update is not None:
             update = self.foreach_update
             kwargs = self.hyperparameters(group, update)
@@ -497,22 +560,56 @@ class Optimizer(torch.optim.Optimizer):
 _AMP_ARGUMENTS = ("grad_scale", "found_inf")
 
 
-def _place_counters(params: list[Tensor], states: list[dict[str, Any]], fused: bool) -> None:
-    """``step`` counters where the group's update reads them.
+def _place_counters(
+    params: list[Tensor],
+    states: list[dict[str, Any]],
+    keys: tuple[str, ...],
+    *,
+    fused: bool,
+    capturable: bool,
+) -> None:
+    """Counters (``step``, NAdam's ``mu_product``) where the group's update reads them.
 
-    A fused step reads them in float32 on the parameters' devices, the for-loop
-    and foreach paths as numbers from the CPU (:func:`counter` creates them so);
-    this moves those of a group that switched ``fused`` on or off after its first
-    steps, as torch.optim's ``load_state_dict`` moves them for a fused group.
+    A fused step reads them in float32 on the parameters' devices; a capturable
+    one on the devices too, in a floating dtype (the scalar dtype as created,
+    float32 as torch.optim's ``load_state_dict`` leaves them); the for-loop and
+    foreach paths read ``step`` as a number from the CPU (:func:`counter`
+    creates them so). This moves those of a group that switched ``fused`` or
+    ``capturable`` on or off after its first steps, as torch.optim's
+    ``load_state_dict`` moves ``step`` for such a group.
     """
+    on_device = fused or capturable
     for param, state in zip(params, states, strict=True):
-        step = state.get("step")
-        if not isinstance(step, Tensor):
-            continue
-        # get_device(): -1 on the CPU, else the index; cheaper than comparing devices.
-        dtype, device_index = (torch.float32, param.get_device()) if fused else (scalar_dtype(), -1)
-        if step.dtype is not dtype or step.get_device() != device_index:
-            state["step"] = step.to(device=param.device if fused else "cpu", dtype=dtype)
+        for key in keys if on_device else ("step",) if "step" in keys else ():
+            value = state.get(key)
+            if not isinstance(value, Tensor):
+                continue
+            if on_device:
+                dtype = torch.float32 if fused or not value.is_floating_point() else value.dtype
+                if value.dtype is not dtype or value.device != param.device:
+                    state[key] = value.to(device=param.device, dtype=dtype)
+            elif value.dtype is not scalar_dtype() or not value.is_cpu:
+                state[key] = value.to(device="cpu", dtype=scalar_dtype())
+
+
+def capturable_device_types() -> list[str]:
+    """The device types where ``capturable=True`` may be used, as torch.optim lists them."""
+    types = ["cuda", "xpu", "hpu", torch._C._get_privateuse1_backend_name(), "xla"]
+    return list(dict.fromkeys(types))
+
+
+def _check_capturable_devices(params: list[Tensor]) -> None:
+    """torch.optim's rule for a capturable step, raised before anything changes."""
+    if torch.compiler.is_compiling():  # the compiler decides on graphs itself, as in torch
+        return
+    allowed = capturable_device_types()
+    for param in params:
+        if param.device.type not in allowed:
+            raise AssertionError(
+                f"If capturable=True, params and state_steps must be on supported devices: "
+                f"{allowed}. (optimlib got a parameter on {param.device.type}; use "
+                "capturable=False there)"
+            )
 
 
 def _detached(value: Any) -> Any:

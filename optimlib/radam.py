@@ -149,6 +149,7 @@ class RAdam(Optimizer):
     learnable_hyperparameters = ("lr", "weight_decay")
     state_spec = spec(exp_avg=zeros(), exp_avg_sq=zeros(), step=counter())
     for_loop_update, foreach_update = radam_for_loop, radam_foreach
+    supports_capturable = True
     fused_update = compiled_fused(radam_for_loop)
 
     def __init__(

@@ -129,6 +129,7 @@ class RMSprop(Optimizer):
         step=counter(),
     )
     for_loop_update, foreach_update = rmsprop_for_loop, rmsprop_foreach
+    supports_capturable = True
     fused_update = compiled_fused(rmsprop_for_loop)
 
     def __init__(

@@ -99,6 +99,7 @@ class Rprop(Optimizer):
 
     state_spec = spec(prev=zeros(), step_size=filled("lr"), step=counter())
     for_loop_update, foreach_update = rprop_for_loop, rprop_foreach
+    supports_capturable = True
     fused_update = compiled_fused(rprop_for_loop, tensors=())
 
     def __init__(

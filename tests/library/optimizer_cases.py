@@ -178,7 +178,6 @@ RMSPROP_INFO = OptimizerInfo(
             ({"centered": 2}, TypeError, r"Invalid centered: 2"),
         )
     ),
-    unimplemented=("capturable",),
 )
 
 ADADELTA_INFO = OptimizerInfo(
@@ -198,7 +197,6 @@ ADADELTA_INFO = OptimizerInfo(
             ({"rho": 1.5}, ValueError, r"Invalid rho value: 1\.5 \(must be in \[0, 1\]\)"),
         )
     ),
-    unimplemented=("capturable",),
 )
 
 _ADAM_CONFIGS = (
@@ -243,7 +241,6 @@ ADAM_INFO = OptimizerInfo(
             *_ADAM_TENSOR_BAD,
         )
     ),
-    unimplemented=("capturable",),
 )
 
 ADAMW_INFO = OptimizerInfo(
@@ -252,7 +249,6 @@ ADAMW_INFO = OptimizerInfo(
     configs=(*_ADAM_CONFIGS, {"lr": 0.01, "weight_decay": 0.5}),
     group_overrides={"lr": 0.003, "weight_decay": 0.2},
     bad_arguments=_bad_common((_WEIGHT_DECAY_BAD, _EPS_BAD, *_BETAS_BAD, *_ADAM_TENSOR_BAD)),
-    unimplemented=("capturable",),
 )
 
 ADAMAX_INFO = OptimizerInfo(
@@ -266,7 +262,6 @@ ADAMAX_INFO = OptimizerInfo(
     ),
     group_overrides={"lr": 0.004, "betas": (0.85, 0.995)},
     bad_arguments=_bad_common((_WEIGHT_DECAY_BAD, _EPS_BAD, *_BETAS_BAD)),
-    unimplemented=("capturable",),
     torch_foreach_agrees=lambda config: not isinstance(config.get("lr"), torch.Tensor),
 )
 
@@ -290,7 +285,6 @@ NADAM_INFO = OptimizerInfo(
             ({"momentum_decay": -4e-3}, ValueError, r"Invalid momentum_decay"),
         )
     ),
-    unimplemented=("capturable",),
 )
 
 RADAM_INFO = OptimizerInfo(
@@ -307,7 +301,6 @@ RADAM_INFO = OptimizerInfo(
     group_overrides={"lr": 0.004, "betas": (0.8, 0.9)},
     torch_foreach_agrees=lambda config: not isinstance(config.get("lr"), torch.Tensor),
     bad_arguments=_bad_common((_WEIGHT_DECAY_BAD, _EPS_BAD, *_BETAS_BAD)),
-    unimplemented=("capturable",),
     compiles_fullgraph=False,
 )
 
@@ -333,7 +326,6 @@ ASGD_INFO = OptimizerInfo(
             ({"t0": -1}, ValueError, r"Invalid t0"),
         )
     ),
-    unimplemented=("capturable",),
     compiles_fullgraph=False,
 )
 
@@ -356,7 +348,6 @@ RPROP_INFO = OptimizerInfo(
             ({"step_sizes": (0.1, 0.01)}, ValueError, r"Invalid step_sizes\[1\] \(maximum\)"),
         )
     ),
-    unimplemented=("capturable",),
     compiles_fullgraph=False,
 )
 

@@ -639,3 +639,15 @@ def test_what_torch_accepts_gives_torchs_result(name, kwargs):
 def test_numpy_numbers_give_torchs_result():
     for name, kwargs in _numpy_cases():
         _run_both(name, kwargs)
+
+
+def test_an_adam_checkpoint_loaded_into_adamw_keeps_decoupled_weight_decay():
+    """torch.optim.AdamW's __setstate__ sets it again in every group, as optimlib's does."""
+    for adam, adamw in ((optimlib.Adam, optimlib.AdamW), (torch.optim.Adam, torch.optim.AdamW)):
+        weight = torch.ones(3, requires_grad=True)
+        saver = adam([weight], weight_decay=0.1)
+        weight.grad = torch.ones(3)
+        saver.step()
+        loader = adamw([weight], weight_decay=0.1)
+        loader.load_state_dict(saver.state_dict())
+        assert loader.param_groups[0]["decoupled_weight_decay"] is True
