@@ -141,6 +141,7 @@ def adafactor_foreach(
     else:
         squares = torch._foreach_mul(directions, directions)
         torch._foreach_lerp_(variances, squares, new_weights)
+        del squares  # freed before the estimates exist: one model-sized temporary
         estimates = [v.clone() for v in variances]
     torch._foreach_clamp_min_(estimates, eps1 * eps1)
     torch._foreach_rsqrt_(estimates)

@@ -151,8 +151,8 @@ def counter(start: float = 0.0) -> State:
     def create(param: Tensor, group: dict[str, Any]) -> Tensor:
         if group.get("fused"):
             return torch.full((), start, dtype=torch.float32, device=param.device)
-        if group.get("capturable"):
-            return new_counter(start, device=param.device)
+        if group.get("capturable"):  # full: no copy from the host, unlike torch.tensor
+            return torch.full((), start, dtype=scalar_dtype(), device=param.device)
         return new_counter(start)
 
     return State(create, scalar=True, counter=True)
@@ -255,6 +255,15 @@ class Optimizer(torch.optim.Optimizer):
         return tuple(k for k, spec in self.state_spec.items() if spec.counter)
 
     @property
+    def device_scalar_keys(self) -> tuple[str, ...]:
+        """The 0-d state a fused or capturable step reads on the parameters' device.
+
+        The counters, and the scalars kept on the device anyway (ASGD's ``eta``,
+        ``mu`` and ``step``), which a checkpoint mapped to the CPU may have moved.
+        """
+        return tuple(k for k, spec in self.state_spec.items() if spec.scalar)
+
+    @property
     def scalar_state_keys(self) -> tuple[str, ...]:
         """0-d state restored to the scalar dtype on load (``step`` is never cast)."""
         return tuple(k for k, spec in self.state_spec.items() if spec.scalar and k != "step")
@@ -347,8 +356,9 @@ class Optimizer(torch.optim.Optimizer):
 
         Recording a step that reads values on the host would replay it with
         the values of the recording, so a group without ``capturable=True``
-        refuses to be recorded; a capturable step that runs outside a graph
-        warns once that it does extra work for nothing.
+        refuses to be recorded. (torch's warning that a capturable step outside
+        a graph does extra work is kept, behind torch's own flag, which its
+        constructor sets: like torch 2.14, optimlib does not show it.)
         """
         if torch.compiler.is_compiling() or not torch.cuda.is_available():
             return
@@ -359,7 +369,10 @@ class Optimizer(torch.optim.Optimizer):
                 f"Attempting CUDA graph capture of step() for an instance of "
                 f"{type(self).__name__} but param_groups' capturable is False."
             )
-        if capturable and not capturing and not getattr(self, "_warned_uncaptured", False):
+        # torch.optim's constructor marks this warning as given already (torch 2.14
+        # never shows it); optimlib shares the flag, and so torch's behaviour.
+        warned = getattr(self, "_warned_capturable_if_run_uncaptured", False)
+        if capturable and not capturing and not warned:
             warnings.warn(
                 "This instance was constructed with capturable=True or some of all the "
                 "param_groups came with capturable=True, but step() is running without CUDA "
@@ -367,7 +380,7 @@ class Optimizer(torch.optim.Optimizer):
                 "capturable=True can impair performance, and you should set capturable=False.",
                 stacklevel=3,
             )
-            self._warned_uncaptured = True
+            self._warned_capturable_if_run_uncaptured = True
 
     def _check_fused_group(self, group: dict[str, Any], params: list[Tensor]) -> None:
         """torch's rules for a fused step (checked again: a group can switch fused on)."""
@@ -425,7 +438,8 @@ class Optimizer(torch.optim.Optimizer):
         capturable = bool(group.get("capturable")) and self.supports_capturable
         states = self.states(params, group)
         if self.fused_update is not None or capturable:
-            _place_counters(params, states, self.counter_keys, fused=fused, capturable=capturable)
+            keys = self.device_scalar_keys if fused or capturable else self.counter_keys
+            _place_counters(params, states, keys, fused=fused, capturable=capturable)
         if torch.is_grad_enabled():  # differentiable=True
             _keep_earlier_state(states)
         state_lists: list[list[Any]] = [
@@ -447,8 +461,10 @@ class Optimizer(torch.optim.Optimizer):
             with device_scalars() if capturable else contextlib.nullcontext():
                 update(params, grads, *state_lists, **amp, **self.hyperparameters(group, update))
         elif capturable:
-            # The for-loop, with the counts as tensors on the device: the foreach
-            # kernels take their scales as numbers, read on the host.
+            # The for-loop, with the counts as tensors on the device: optimlib's
+            # foreach updates pass their scales to the kernels as host numbers.
+            # (torch.optim's capturable foreach passes tensor lists instead; on a
+            # GPU the for-loop launches a kernel per operation and tensor.)
             update = self.for_loop_update
             with device_scalars():
                 update(params, grads, *state_lists, **self.hyperparameters(group, update))
@@ -568,24 +584,26 @@ def _place_counters(
     fused: bool,
     capturable: bool,
 ) -> None:
-    """Counters (``step``, NAdam's ``mu_product``) where the group's update reads them.
+    """0-d state (``step``, NAdam's ``mu_product``) where the group's update reads it.
 
-    A fused step reads them in float32 on the parameters' devices; a capturable
-    one on the devices too, in a floating dtype (the scalar dtype as created,
-    float32 as torch.optim's ``load_state_dict`` leaves them); the for-loop and
-    foreach paths read ``step`` as a number from the CPU (:func:`counter`
-    creates them so). This moves those of a group that switched ``fused`` or
-    ``capturable`` on or off after its first steps, as torch.optim's
+    A fused or capturable step reads ``keys`` on the parameters' devices, a
+    fused one its ``step`` in float32, a capturable one in the dtype it has
+    (the scalar dtype as created, float32 as torch.optim's ``load_state_dict``
+    leaves it); the for-loop and foreach paths read the counters (``keys``)
+    as numbers from the CPU, where :func:`counter` creates them. This moves
+    those of a group that switched ``fused`` or ``capturable`` on or off after
+    its first steps, or loaded a checkpoint mapped elsewhere, as torch.optim's
     ``load_state_dict`` moves ``step`` for such a group.
     """
     on_device = fused or capturable
     for param, state in zip(params, states, strict=True):
-        for key in keys if on_device else ("step",) if "step" in keys else ():
+        for key in keys:
             value = state.get(key)
             if not isinstance(value, Tensor):
                 continue
             if on_device:
-                dtype = torch.float32 if fused or not value.is_floating_point() else value.dtype
+                as_float32 = (fused and key == "step") or not value.is_floating_point()
+                dtype = torch.float32 if as_float32 else value.dtype
                 if value.dtype is not dtype or value.device != param.device:
                     state[key] = value.to(device=param.device, dtype=dtype)
             elif value.dtype is not scalar_dtype() or not value.is_cpu:

@@ -12,9 +12,16 @@ from optimlib._validation import check_common, check_etas, check_range
 from optimlib.optimizer import Optimizer, ParamsT, counter, defaults_from, filled, spec, zeros
 
 
-def _step_factors(grad: Tensor, prev: Tensor, *, etaminus: float, etaplus: float) -> Tensor:
-    """Per coordinate: etaplus where the sign held, etaminus where it flipped, 1 otherwise."""
+def _step_factors(
+    grad: Tensor, prev: Tensor, *, etaminus: float, etaplus: float, negate: bool = False
+) -> Tensor:
+    """Per coordinate: etaplus where the sign held, etaminus where it flipped, 1 otherwise.
+
+    ``negate`` compares ``-grad`` with ``prev`` (``maximize``) without a copy of it.
+    """
     agreement = grad.mul(prev).sign()
+    if negate:
+        agreement.neg_()
     # masked_fill_ rather than factors[mask] = eta: the same values, and DTensors take it.
     factors = torch.ones_like(agreement).masked_fill_(agreement.gt(0), etaplus)
     return factors.masked_fill_(agreement.lt(0), etaminus)
@@ -61,18 +68,22 @@ def rprop_foreach(
     """The same update as :func:`rprop_for_loop`, on tensors of one device and dtype."""
     (etaminus, etaplus), (smallest, largest) = etas, step_sizes
     advance(steps)
-    directions = torch._foreach_neg(grads) if maximize else torch._foreach_mul(grads, 1.0)
     factors = [
-        _step_factors(grad, prev, etaminus=etaminus, etaplus=etaplus)
-        for grad, prev in zip(directions, prevs, strict=True)
+        _step_factors(grad, prev, etaminus=etaminus, etaplus=etaplus, negate=maximize)
+        for grad, prev in zip(grads, prevs, strict=True)
     ]
     torch._foreach_mul_(deltas, factors)
     torch._foreach_clamp_min_(deltas, smallest)
     torch._foreach_clamp_max_(deltas, largest)
-    for direction, factor in zip(directions, factors, strict=True):
-        direction.masked_fill_(factor.eq(etaminus), 0)
-    torch._foreach_addcmul_(params, torch._foreach_sign(directions), deltas, value=-1)
-    foreach_copy_(prevs, directions)
+    # The direction goes straight into prevs, which it replaces, rather than
+    # into a copy of the gradients: one model-sized temporary at a time.
+    foreach_copy_(prevs, grads)
+    if maximize:
+        torch._foreach_neg_(prevs)
+    for prev, factor in zip(prevs, factors, strict=True):
+        prev.masked_fill_(factor.eq(etaminus), 0)
+    del factors
+    torch._foreach_addcmul_(params, torch._foreach_sign(prevs), deltas, value=-1)
 
 
 class Rprop(Optimizer):

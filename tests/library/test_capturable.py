@@ -33,6 +33,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import importlib
+import inspect
 import io
 import warnings
 from typing import Any
@@ -42,7 +43,7 @@ import torch
 
 import optimlib
 import optimlib.optimizer
-from tests.library.optimizer_cases import OPTIMIZERS, OptimizerInfo
+from tests.library.optimizer_cases import ASGD_INFO, OPTIMIZERS, OptimizerInfo
 from tests.library.test_fused import Run, _assert_states_close
 
 CAPTURABLE = [info for info in OPTIMIZERS if info.ours.supports_capturable]
@@ -120,6 +121,11 @@ def test_capturable_equals_torchs_capturable_and_the_for_loop(info, config):
     (ours_run, ours), (torch_run, theirs), (loop_run, _) = _three_runs(info, config)
     _assert_params_close(ours_run, torch_run, info)
     _assert_states_close(ours, theirs, rtol=info.rtol, atol=info.atol)
+    if info.torch_foreach_agrees(config):  # torch's capturable foreach, its CUDA default
+        options = {**config, "foreach": True, "capturable": True}
+        foreach_run, foreach = _build(info, options, "cpu", torch.float64, torch_twin=True)
+        foreach_run.run(foreach, range(STEPS), _scheduler(foreach))
+        _assert_params_close(ours_run, foreach_run, info)
     lr = config.get("lr")
     if isinstance(lr, torch.Tensor) and lr.dtype == torch.float32:
         # Both libraries' for-loops compute a float32 lr's step size in float32
@@ -148,17 +154,24 @@ def test_float32_counters_still_give_the_for_loops_numbers(info):
 # ------------------------------------------------------------ no host reads
 
 
-def _meta_run(info: OptimizerInfo, config: dict[str, Any], steps: int = 3, **options) -> Run:
+def _meta_run(info: OptimizerInfo, config: dict[str, Any], steps: int = 3, **options):
+    """Steps on meta tensors; after the first, a tensor ``lr`` is moved there too."""
     run, optimizer = _build(info, config, "meta", torch.float32, **options)
-    run.run(optimizer, range(steps), _scheduler(optimizer))
-    return run
+    run.run(optimizer, range(1))
+    for group in optimizer.param_groups:
+        if isinstance(group["lr"], torch.Tensor):  # on a GPU, a tensor rate lives there
+            group["lr"] = group["lr"].to("meta")
+    run.run(optimizer, range(1, steps))
+    return run, optimizer
 
 
 @pytest.mark.usefixtures("capturable_anywhere")
 @pytest.mark.parametrize(("info", "config"), CASES)
 def test_a_capturable_step_reads_no_value_on_the_host(info, config):
-    run = _meta_run(info, config, capturable=True)
-    assert all(p.device.type == "meta" for p in run.params)
+    run, optimizer = _meta_run(info, config, capturable=True)
+    for p in run.params:  # and every scalar it counts with is on the "device"
+        for key in optimizer.device_scalar_keys:
+            assert optimizer.state[p][key].device.type == "meta", key
 
 
 @pytest.mark.usefixtures("capturable_anywhere")
@@ -170,6 +183,19 @@ def test_the_host_read_check_fails_when_counts_are_read_as_numbers(info, monkeyp
     monkeypatch.setattr(optimlib.optimizer, "device_scalars", contextlib.nullcontext)
     with pytest.raises(RuntimeError, match="cannot be called on meta tensors"):
         _meta_run(info, info.configs[0], capturable=True)
+
+
+@pytest.mark.usefixtures("capturable_anywhere")
+def test_asgd_state_mapped_to_the_cpu_moves_back_to_the_device():
+    """A checkpoint loaded with map_location="cpu" leaves ASGD's scalars on the CPU,
+    where a captured step would read them once; a capturable step moves them."""
+    run, optimizer = _meta_run(ASGD_INFO, ASGD_INFO.configs[0], steps=1, capturable=True)
+    for state in optimizer.state.values():
+        for key in ("eta", "mu", "step"):
+            state[key] = torch.ones((), dtype=state[key].dtype)
+    run.run(optimizer, range(1, 3))
+    for state in optimizer.state.values():
+        assert {state[key].device.type for key in ("eta", "mu", "step")} == {"meta"}
 
 
 @pytest.mark.usefixtures("capturable_anywhere")
@@ -289,9 +315,9 @@ def _fill_gradients(run: Run, step: int) -> None:
         p.grad.copy_(torch.sin(p.detach() + step + index) + 0.1 * p.detach())
 
 
-def _tensor_lr(config: dict[str, Any]) -> dict[str, Any]:
+def _tensor_lr(info: OptimizerInfo, config: dict[str, Any]) -> dict[str, Any]:
     """A CUDA tensor lr: a number, or a CPU tensor, would be frozen into the graph."""
-    lr = config.get("lr", 1e-3)
+    lr = config.get("lr", inspect.signature(info.ours).parameters["lr"].default)
     return {**config, "lr": torch.tensor(float(lr), device="cuda")}
 
 
@@ -307,7 +333,7 @@ def _tensor_lr(config: dict[str, Any]) -> dict[str, Any]:
 )
 def test_a_step_captured_in_a_cuda_graph_replays_as_eager_steps(info, fused):
     config = max(info.configs, key=len)
-    config = _tensor_lr({key: v for key, v in config.items() if key != "foreach"})
+    config = _tensor_lr(info, {key: v for key, v in config.items() if key != "foreach"})
     eager_run, eager = _cuda_run(info, config, foreach=False)
     options = {"fused": True} if fused else {}
     graph_run, graphed = _cuda_run(info, config, capturable=True, **options)
@@ -342,7 +368,7 @@ def test_a_step_captured_in_a_cuda_graph_replays_as_eager_steps(info, fused):
 @cuda
 @pytest.mark.parametrize(("info", "config"), CASES)
 def test_eager_capturable_steps_never_synchronise(info, config):
-    run, optimizer = _cuda_run(info, _tensor_lr(config), capturable=True)
+    run, optimizer = _cuda_run(info, _tensor_lr(info, config), capturable=True)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*capturable=True can impair")
         _fill_gradients(run, 0)
