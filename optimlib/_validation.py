@@ -85,8 +85,9 @@ def check_foreach(value: Any) -> None:
             raise TypeError(f"Invalid foreach: {value!r} (must be None, True or False)") from None
 
 
-#: Options of ``torch.optim`` that optimlib accepts only at their "off" value
-#: (``fused`` only where an optimizer has no fused update).
+#: Options of ``torch.optim`` that optimlib accepts only at their "off" value,
+#: where an optimizer does not implement them (``fused`` where it has no fused
+#: update, ``capturable`` where it lacks ``supports_capturable``).
 UNIMPLEMENTED_OPTIONS = {
     "fused": (None, False),
     "capturable": (False, None),
