@@ -298,8 +298,11 @@ def scalar_dtype() -> torch.dtype:
 
 
 def new_counter(value: float = 0.0, device: torch.device | str | None = None) -> Tensor:
-    """A 0-d scalar-state tensor (a step count, a running product)."""
-    return torch.tensor(value, dtype=scalar_dtype(), device=device)
+    """A 0-d scalar-state tensor (a step count, a running product).
+
+    ``torch.full``, not ``torch.tensor``: on a GPU no value is copied from the host.
+    """
+    return torch.full((), value, dtype=scalar_dtype(), device=device)
 
 
 def regularized_direction(

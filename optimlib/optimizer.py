@@ -41,13 +41,13 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-import warnings
 from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, cast, overload
 
 import torch
 from torch import Tensor
+from torch.optim.optimizer import _get_capturable_supported_devices
 
 from optimlib._foreach import group_by_device_and_dtype, use_foreach
 from optimlib._functional import device_scalars, new_counter, scalar_dtype
@@ -151,8 +151,8 @@ def counter(start: float = 0.0) -> State:
     def create(param: Tensor, group: dict[str, Any]) -> Tensor:
         if group.get("fused"):
             return torch.full((), start, dtype=torch.float32, device=param.device)
-        if group.get("capturable"):  # full: no copy from the host, unlike torch.tensor
-            return torch.full((), start, dtype=scalar_dtype(), device=param.device)
+        if group.get("capturable"):
+            return new_counter(start, device=param.device)
         return new_counter(start)
 
     return State(create, scalar=True, counter=True)
@@ -296,7 +296,9 @@ class Optimizer(torch.optim.Optimizer):
                 loss = closure()
         differentiable = bool(self.defaults.get("differentiable", False))
         if self.supports_capturable:
-            self._check_graph_capture()
+            # torch.optim's own check: recording a step of a group without
+            # capturable=True, which reads values on the host, raises.
+            self._accelerator_graph_capture_health_check()
         with torch.set_grad_enabled(differentiable):
             work = []
             for group in self.param_groups:
@@ -350,37 +352,6 @@ class Optimizer(torch.optim.Optimizer):
             self._check_differentiable_group(group, params)
         if self.supports_capturable and group.get("capturable"):
             _check_capturable_devices(params)
-
-    def _check_graph_capture(self) -> None:
-        """torch.optim's checks of a step that may be recorded into a CUDA graph.
-
-        Recording a step that reads values on the host would replay it with
-        the values of the recording, so a group without ``capturable=True``
-        refuses to be recorded. (torch's warning that a capturable step outside
-        a graph does extra work is kept, behind torch's own flag, which its
-        constructor sets: like torch 2.14, optimlib does not show it.)
-        """
-        if torch.compiler.is_compiling() or not torch.cuda.is_available():
-            return
-        capturing = torch.cuda.is_current_stream_capturing()
-        capturable = all(group.get("capturable") for group in self.param_groups)
-        if capturing and not capturable:
-            raise RuntimeError(
-                f"Attempting CUDA graph capture of step() for an instance of "
-                f"{type(self).__name__} but param_groups' capturable is False."
-            )
-        # torch.optim's constructor marks this warning as given already (torch 2.14
-        # never shows it); optimlib shares the flag, and so torch's behaviour.
-        warned = getattr(self, "_warned_capturable_if_run_uncaptured", False)
-        if capturable and not capturing and not warned:
-            warnings.warn(
-                "This instance was constructed with capturable=True or some of all the "
-                "param_groups came with capturable=True, but step() is running without CUDA "
-                "graph capture. If you never intend to graph-capture this instance, "
-                "capturable=True can impair performance, and you should set capturable=False.",
-                stacklevel=3,
-            )
-            self._warned_capturable_if_run_uncaptured = True
 
     def _check_fused_group(self, group: dict[str, Any], params: list[Tensor]) -> None:
         """torch's rules for a fused step (checked again: a group can switch fused on)."""
@@ -577,7 +548,7 @@ class Optimizer(torch.optim.Optimizer):
 #: shows every group as capturable, so a compiled step takes that path unless
 #: told otherwise; torch 2.13's compiler gives it wrong numbers (4% off for Adam
 #: after four steps), and takes the numbers path there, with graph breaks.
-_COMPILER_KEEPS_TENSOR_COUNTS = tuple(int(n) for n in torch.__version__.split(".")[:2]) >= (2, 14)
+_COMPILER_KEEPS_TENSOR_COUNTS = torch.torch_version.TorchVersion(torch.__version__) >= "2.14"
 
 #: What torch.amp.GradScaler sets on an optimizer with ``_step_supports_amp_scaling``
 #: for its step to read, and a fused update takes.
@@ -619,9 +590,8 @@ def _place_counters(
 
 
 def capturable_device_types() -> list[str]:
-    """The device types where ``capturable=True`` may be used, as torch.optim lists them."""
-    types = ["cuda", "xpu", "hpu", torch._C._get_privateuse1_backend_name(), "xla"]
-    return list(dict.fromkeys(types))
+    """The device types where ``capturable=True`` may be used: torch.optim's list."""
+    return _get_capturable_supported_devices()
 
 
 def _check_capturable_devices(params: list[Tensor]) -> None:

@@ -44,7 +44,7 @@ import torch
 import optimlib
 import optimlib.optimizer
 from tests.library.optimizer_cases import ASGD_INFO, OPTIMIZERS, OptimizerInfo
-from tests.library.test_fused import Run, _assert_states_close
+from tests.library.test_fused import Run, _assert_params_close, _assert_states_close, _build
 
 CAPTURABLE = [info for info in OPTIMIZERS if info.ours.supports_capturable]
 CASES = [param for info in CAPTURABLE for param in info.config_params()]
@@ -77,30 +77,12 @@ def capturable_anywhere(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(optimlib.optimizer, "capturable_device_types", lambda: devices)
 
 
-def _build(
-    info: OptimizerInfo, config: dict[str, Any], device, dtype, *, torch_twin=False, **options
-):
-    run = Run(device, dtype)
-    cls = info.theirs if torch_twin else info.ours
-    return run, cls(run.groups(info), **{**copy.deepcopy(config), **options})
-
-
 def _scheduler(optimizer):
     return torch.optim.lr_scheduler.StepLR(optimizer, step_size=3, gamma=0.5)
 
 
-def _assert_params_close(ours: Run, theirs: Run, info: OptimizerInfo) -> None:
-    for a, b in zip(ours.params, theirs.params, strict=True):
-        torch.testing.assert_close(a.detach(), b.detach(), rtol=info.rtol, atol=info.atol)
-
-
-@pytest.fixture
-def float64_scalars():
-    """float64 as the default dtype, so that counters and scalar state are float64 too."""
-    default = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(default)
+def _assert_runs_close(ours: Run, theirs: Run, info: OptimizerInfo) -> None:
+    _assert_params_close(ours.params, theirs.params, rtol=info.rtol, atol=info.atol)
 
 
 def _three_runs(info: OptimizerInfo, config: dict[str, Any]) -> list[tuple[Run, Any]]:
@@ -115,17 +97,17 @@ def _three_runs(info: OptimizerInfo, config: dict[str, Any]) -> list[tuple[Run, 
     return runs
 
 
-@pytest.mark.usefixtures("capturable_anywhere", "float64_scalars")
+@pytest.mark.usefixtures("capturable_anywhere", "float64_default")
 @pytest.mark.parametrize(("info", "config"), CASES)
 def test_capturable_equals_torchs_capturable_and_the_for_loop(info, config):
     (ours_run, ours), (torch_run, theirs), (loop_run, _) = _three_runs(info, config)
-    _assert_params_close(ours_run, torch_run, info)
+    _assert_runs_close(ours_run, torch_run, info)
     _assert_states_close(ours, theirs, rtol=info.rtol, atol=info.atol)
     if info.torch_foreach_agrees(config):  # torch's capturable foreach, its CUDA default
         options = {**config, "foreach": True, "capturable": True}
         foreach_run, foreach = _build(info, options, "cpu", torch.float64, torch_twin=True)
         foreach_run.run(foreach, range(STEPS), _scheduler(foreach))
-        _assert_params_close(ours_run, foreach_run, info)
+        _assert_runs_close(ours_run, foreach_run, info)
     lr = config.get("lr")
     if isinstance(lr, torch.Tensor) and lr.dtype == torch.float32:
         # Both libraries' for-loops compute a float32 lr's step size in float32
@@ -134,7 +116,7 @@ def test_capturable_equals_torchs_capturable_and_the_for_loop(info, config):
         for a, b in zip(ours_run.params, loop_run.params, strict=True):
             torch.testing.assert_close(a.detach(), b.detach(), rtol=1e-7, atol=1e-9)
     else:
-        _assert_params_close(ours_run, loop_run, info)
+        _assert_runs_close(ours_run, loop_run, info)
 
 
 @pytest.mark.usefixtures("capturable_anywhere")
@@ -146,7 +128,7 @@ def test_float32_counters_still_give_the_for_loops_numbers(info):
     for-loop does with numbers, and stays with the for-loop."""
     config = max(info.configs, key=len)
     (ours_run, _), (torch_run, _), (loop_run, _) = _three_runs(info, config)
-    _assert_params_close(ours_run, loop_run, info)
+    _assert_runs_close(ours_run, loop_run, info)
     for a, b in zip(ours_run.params, torch_run.params, strict=True):
         torch.testing.assert_close(a.detach(), b.detach(), rtol=1e-5, atol=1e-7)
 
@@ -246,15 +228,11 @@ def test_capturable_is_a_switch(value):
 def _resumed(cls: type, info: OptimizerInfo, config: dict[str, Any], checkpoint: bytes) -> Run:
     """A run that loads ``checkpoint`` (saved after 4 steps) and takes the rest of the steps."""
     run = Run("cpu", torch.float64)
-    for p in run.params:  # the parameters as they were when saved, restored below
-        p.requires_grad_(False)
     optimizer = cls(run.groups(info), **copy.deepcopy(config), capturable=True)
     saved = torch.load(io.BytesIO(checkpoint), weights_only=True)
-    with torch.no_grad():
+    with torch.no_grad():  # the parameters as they were when saved
         for p, value in zip(run.params, saved["params"], strict=True):
             p.copy_(value)
-    for p in run.params:
-        p.requires_grad_(True)
     optimizer.load_state_dict(saved["optimizer"])
     run.run(optimizer, range(4, STEPS))
     return run
@@ -272,7 +250,7 @@ def _checkpoint(cls: type, info: OptimizerInfo, config: dict[str, Any]) -> tuple
     return buffer.getvalue(), run
 
 
-@pytest.mark.usefixtures("capturable_anywhere", "float64_scalars")
+@pytest.mark.usefixtures("capturable_anywhere", "float64_default")
 @pytest.mark.parametrize("info", CAPTURABLE, ids=lambda info: info.name)
 def test_checkpoints_resume_exactly_and_load_both_ways_with_torchs_capturable(info):
     """Each library resumes the other's checkpoint as it resumes its own.
@@ -288,14 +266,9 @@ def test_checkpoints_resume_exactly_and_load_both_ways_with_torchs_capturable(in
     for loader in (info.ours, info.theirs):
         from_ours = _resumed(loader, info, config, ours_checkpoint)
         from_torch = _resumed(loader, info, config, torch_checkpoint)
-        _assert_params_close(from_ours, from_torch, info)
-    exact = {"rtol": 0, "atol": 0}
-    for a, b in zip(
-        _resumed(info.ours, info, config, ours_checkpoint).params,
-        ours_uninterrupted.params,
-        strict=True,
-    ):
-        torch.testing.assert_close(a.detach(), b.detach(), **exact)
+        _assert_runs_close(from_ours, from_torch, info)
+    resumed = _resumed(info.ours, info, config, ours_checkpoint)
+    _assert_params_close(resumed.params, ours_uninterrupted.params, rtol=0, atol=0)
 
 
 # ------------------------------------------------------------ CUDA graphs

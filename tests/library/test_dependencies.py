@@ -33,3 +33,18 @@ def test_optimlib_imports_and_steps_with_numpy_and_tqdm_unimportable():
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.strip().splitlines()[-1] == "stepped True"
+
+
+def test_import_optimlib_loads_no_package_that_import_torch_did_not():
+    """numpy and tqdm appear in ``sys.modules`` after ``import optimlib`` only
+    because ``import torch`` loaded them; optimlib itself adds nothing."""
+    script = (
+        "import sys, torch; before = {name.split('.')[0] for name in sys.modules}\n"
+        "import optimlib; after = {name.split('.')[0] for name in sys.modules}\n"
+        "print(sorted(after - before))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300, check=False
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip().splitlines()[-1] == "['optimlib']"

@@ -220,14 +220,6 @@ def test_fused_switched_on_mid_run_moves_the_counters_and_continues_the_for_loop
     )
 
 
-@pytest.fixture
-def float64_default():
-    """Counters of the for-loop are then float64, the fused kernels' float32."""
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(torch.float32)
-
-
 def test_fused_switched_off_mid_run_moves_the_counters_back_to_the_cpu(device, float64_default):
     switched_run, switched = _build(ADAM_INFO, {"lr": 0.01, "fused": True}, device, torch.float64)
     loop_run, loop = _build(ADAM_INFO, {"lr": 0.01}, device, torch.float64)
